@@ -1,0 +1,55 @@
+"""safegene_jax: reusable safety adapters that give fine-tuned LLMs back their safety, in JAX.
+
+The core is a set of pure functions on parameter pytrees (Flax NNX ``State``, pure dicts, Linen trees):
+
+    >>> import numpy as np
+    >>> import safegene_jax as sg
+    >>> aligned = {"layers": [{"w": np.full(2, 3.0, np.float32)}, {"w": np.full(2, 2.0, np.float32)}]}
+    >>> degraded = {"layers": [{"w": np.full(2, 1.0, np.float32)}, {"w": np.full(2, 2.0, np.float32)}]}
+    >>> tau = sg.safety_vector(aligned, degraded)
+    >>> [round(float(x), 4) for x in sg.layer_norms(tau)]
+    [2.8284, 0.0]
+    >>> sg.apply_vector(degraded, tau, [1.0, 0.0])["layers"][0]["w"].tolist()
+    [3.0, 3.0]
+"""
+
+__version__ = "0.1.0"
+
+from safegene_jax.diagnostics import layer_cosines, layer_norms
+from safegene_jax.errors import LayerMapError, NonFiniteError, SafeGeneError, TreeMismatchError
+from safegene_jax.layers import MODULE_KINDS, STACKED, LayerMap, layer_mask, module_kind
+from safegene_jax.lowrank import EnergyReport, LowRank, low_rank, to_dense
+from safegene_jax.paths import flatten_with_paths
+from safegene_jax.transforms import (
+    apply_vector,
+    as_vector,
+    assert_finite,
+    global_norm,
+    restrict_layers,
+    safety_vector,
+)
+
+__all__ = [
+    "EnergyReport",
+    "LayerMap",
+    "LayerMapError",
+    "LowRank",
+    "MODULE_KINDS",
+    "NonFiniteError",
+    "STACKED",
+    "SafeGeneError",
+    "TreeMismatchError",
+    "apply_vector",
+    "as_vector",
+    "assert_finite",
+    "flatten_with_paths",
+    "global_norm",
+    "layer_cosines",
+    "layer_mask",
+    "layer_norms",
+    "low_rank",
+    "module_kind",
+    "restrict_layers",
+    "safety_vector",
+    "to_dense",
+]

@@ -1,0 +1,18 @@
+"""Test setup: 8 virtual CPU devices (set before jax is imported) and shared tiny trees."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_enable_x64", False)
+
+
+@pytest.fixture(scope="session")
+def eight_devices():
+    devices = jax.devices()
+    assert len(devices) == 8, f"expected 8 CPU devices from XLA_FLAGS, got {len(devices)}"
+    return devices
