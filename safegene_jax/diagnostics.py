@@ -67,9 +67,7 @@ def layer_norms(vector: Any, *, layer_map: Any = None, num_layers: int | None = 
     return jnp.sqrt(sq if by_kind else jnp.sum(sq, axis=1))
 
 
-def layer_cosines(
-    a: Any, b: Any, *, layer_map: Any = None, num_layers: int | None = None, by_kind: bool = False
-):
+def layer_cosines(a: Any, b: Any, *, layer_map: Any = None, num_layers: int | None = None, by_kind: bool = False):
     """Cosine similarity of two vectors, layer by layer (0 where either part is zero).
 
     Raises:

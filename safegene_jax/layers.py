@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, NamedTuple, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 from safegene_jax.errors import LayerMapError
 
@@ -45,7 +46,7 @@ _MLP_KEYS = frozenset(
 DEFAULT_INDEX_NAMES = ("layers", "layer", "blocks", "block", "h")
 DEFAULT_STACK_NAMES = ("layers", "blocks")
 
-LayerId = Union[int, str, None]
+LayerId = int | str | None
 
 
 def module_kind(path: str) -> str:
@@ -59,7 +60,8 @@ def module_kind(path: str) -> str:
 
 
 def _index_fn(names: Sequence[str]) -> Callable[[str], LayerId]:
-    pattern = re.compile(r"(?:^|\.)(?:%s)[._](\d+)(?:\.|$)" % "|".join(map(re.escape, names)))
+    alternatives = "|".join(map(re.escape, names))
+    pattern = re.compile(rf"(?:^|\.)(?:{alternatives})[._](\d+)(?:\.|$)")
 
     def layer_of(path: str) -> LayerId:
         m = pattern.search(path)
@@ -96,9 +98,7 @@ class LayerMap:
     def layer_of(self, path: str) -> LayerId:
         layer = self.fn(path)
         if not (layer is None or layer == STACKED or (isinstance(layer, int) and layer >= 0)):
-            raise LayerMapError(
-                f"layer map returned {layer!r} for {path!r}; expected an int >= 0, STACKED or None"
-            )
+            raise LayerMapError(f"layer map returned {layer!r} for {path!r}; expected an int >= 0, STACKED or None")
         return layer
 
     def kind_of(self, path: str) -> str:
@@ -108,17 +108,17 @@ class LayerMap:
         return kind
 
     @classmethod
-    def per_index(cls, names: Sequence[str] = DEFAULT_INDEX_NAMES) -> "LayerMap":
+    def per_index(cls, names: Sequence[str] = DEFAULT_INDEX_NAMES) -> LayerMap:
         """Layer index written in the path after one of ``names`` (``layers.3``, ``layers_3``)."""
         return cls(_index_fn(names))
 
     @classmethod
-    def stacked(cls, names: Sequence[str] = DEFAULT_STACK_NAMES) -> "LayerMap":
+    def stacked(cls, names: Sequence[str] = DEFAULT_STACK_NAMES) -> LayerMap:
         """Every leaf under a key in ``names`` (not followed by an index) stacks the layers on axis 0."""
         return cls(_stack_fn(names))
 
     @classmethod
-    def auto(cls) -> "LayerMap":
+    def auto(cls) -> LayerMap:
         """Per-index when the path has an index, else stacked under ``layers``/``blocks``."""
         index, stack = _index_fn(DEFAULT_INDEX_NAMES), _stack_fn(DEFAULT_STACK_NAMES)
         return cls(lambda path: (lambda i: stack(path) if i is None else i)(index(path)))

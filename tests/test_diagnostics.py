@@ -1,13 +1,16 @@
 import numpy as np
 import pytest
+from trees import hf_dict, stacked_dict
 
 import safegene_jax as sg
-from trees import hf_dict, stacked_dict
 
 
 def test_layer_norms_match_numpy():
     vec = sg.safety_vector(hf_dict(0), hf_dict(1))
-    want = [np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2) for p, v in vec.items() if f".layers.{i}." in p)) for i in range(3)]
+    want = [
+        np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2) for p, v in vec.items() if f".layers.{i}." in p))
+        for i in range(3)
+    ]
     np.testing.assert_allclose(sg.layer_norms(vec), want, rtol=1e-5)
     by_kind = sg.layer_norms(vec, by_kind=True)
     assert by_kind.shape == (3, len(sg.MODULE_KINDS))

@@ -1,9 +1,9 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from trees import hf_dict, stacked_dict
 
 import safegene_jax as sg
-from trees import hf_dict, stacked_dict
 
 
 def planted(rank, m=24, n=40, seed=0):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from trees import nnx_state
 
 import safegene_jax as sg
 from safegene_jax.paths import check_same_structure, first_difference
-from trees import nnx_state
 
 
 def test_nnx_value_attribute_is_dropped():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+from trees import hf_dict, leaves_equal, stacked_dict
 
 import safegene_jax as sg
-from trees import hf_dict, leaves_equal, stacked_dict
 
 COLLECTIVES = ("all-gather", "all-reduce", "all-to-all", "collective-permute", "reduce-scatter")
 
@@ -46,7 +46,9 @@ def test_outputs_keep_input_shardings(mesh, make):
         assert leaf.sharding.is_equivalent_to(a_by_path[path].sharding, leaf.ndim), path
     out = sg.apply_vector(d, tau, jnp.linspace(0.0, 1.0, 3))
     assert_same_shardings(out, d)
-    assert leaves_equal(out, sg.apply_vector(make(1), sg.safety_vector(make(0), make(1)), jnp.linspace(0.0, 1.0, 3)), atol=1e-6)
+    assert leaves_equal(
+        out, sg.apply_vector(make(1), sg.safety_vector(make(0), make(1)), jnp.linspace(0.0, 1.0, 3)), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("make", [hf_dict, stacked_dict])

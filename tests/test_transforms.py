@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trees import hf_dict, leaves_equal, linen_params, nnx_state, stacked_dict
 
 import safegene_jax as sg
-from trees import hf_dict, leaves_equal, linen_params, nnx_state, stacked_dict
 
 LAYOUTS = {"hf": hf_dict, "stacked": stacked_dict, "nnx": nnx_state, "linen": linen_params}
 
@@ -74,8 +74,12 @@ def test_per_layer_coefficients_touch_only_their_layer():
     tau = sg.safety_vector(a, d)
     out = sg.apply_vector(d, tau, [0.0, 1.0, 0.0])
     m = out["model"]["layers"]
-    np.testing.assert_allclose(m["1"]["mlp"]["up_proj"]["weight"], a["model"]["layers"]["1"]["mlp"]["up_proj"]["weight"], atol=1e-6)
-    np.testing.assert_array_equal(m["0"]["mlp"]["up_proj"]["weight"], d["model"]["layers"]["0"]["mlp"]["up_proj"]["weight"])
+    np.testing.assert_allclose(
+        m["1"]["mlp"]["up_proj"]["weight"], a["model"]["layers"]["1"]["mlp"]["up_proj"]["weight"], atol=1e-6
+    )
+    np.testing.assert_array_equal(
+        m["0"]["mlp"]["up_proj"]["weight"], d["model"]["layers"]["0"]["mlp"]["up_proj"]["weight"]
+    )
 
 
 def test_per_layer_and_kind_coefficients():
@@ -85,8 +89,12 @@ def test_per_layer_and_kind_coefficients():
     coeffs[:, sg.MODULE_KINDS.index("attn")] = 1.0
     out = sg.apply_vector(d, tau, coeffs)
     layer = out["model"]["layers"]["2"]
-    np.testing.assert_allclose(layer["self_attn"]["q_proj"]["weight"], a["model"]["layers"]["2"]["self_attn"]["q_proj"]["weight"], atol=1e-6)
-    np.testing.assert_array_equal(layer["mlp"]["down_proj"]["weight"], d["model"]["layers"]["2"]["mlp"]["down_proj"]["weight"])
+    np.testing.assert_allclose(
+        layer["self_attn"]["q_proj"]["weight"], a["model"]["layers"]["2"]["self_attn"]["q_proj"]["weight"], atol=1e-6
+    )
+    np.testing.assert_array_equal(
+        layer["mlp"]["down_proj"]["weight"], d["model"]["layers"]["2"]["mlp"]["down_proj"]["weight"]
+    )
 
 
 def test_stacked_per_layer_coefficients():
@@ -198,7 +206,11 @@ def test_donate_reuses_params_buffers():
     leaf = d["model"]["layers"]["0"]["mlp"]["up_proj"]["weight"]
     out = sg.apply_vector(d, tau, 1.0, donate=True)
     assert leaf.is_deleted()
-    np.testing.assert_allclose(out["model"]["layers"]["0"]["mlp"]["up_proj"]["weight"], a["model"]["layers"]["0"]["mlp"]["up_proj"]["weight"], atol=1e-6)
+    np.testing.assert_allclose(
+        out["model"]["layers"]["0"]["mlp"]["up_proj"]["weight"],
+        a["model"]["layers"]["0"]["mlp"]["up_proj"]["weight"],
+        atol=1e-6,
+    )
     # leaves the vector does not touch are passed through, not copied
     assert out["model"]["embed_tokens"]["weight"] is d["model"]["embed_tokens"]["weight"]
 
@@ -242,7 +254,9 @@ def test_unknown_vector_path():
 
 def test_non_finite_vector():
     a, d = hf_dict(0), hf_dict(1)
-    a["model"]["layers"]["1"]["mlp"]["up_proj"]["weight"] = a["model"]["layers"]["1"]["mlp"]["up_proj"]["weight"].at[0, 0].set(jnp.nan)
+    a["model"]["layers"]["1"]["mlp"]["up_proj"]["weight"] = (
+        a["model"]["layers"]["1"]["mlp"]["up_proj"]["weight"].at[0, 0].set(jnp.nan)
+    )
     with pytest.raises(sg.NonFiniteError, match="model.layers.1.mlp.up_proj.weight"):
         sg.safety_vector(a, d)
     tau = sg.safety_vector(a, d, check_finite=False)
