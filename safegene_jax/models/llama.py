@@ -1,0 +1,232 @@
+"""The Llama-family decoder in Flax NNX: Llama 2/3, Mistral, Qwen2/2.5, SmolLM2.
+
+Module and parameter names follow Hugging Face's, so leaf paths read
+``model.layers.3.self_attn.q_proj.kernel`` and the default layer map of the transforms applies.
+Kernels are ``(in, out)`` (NNX convention); the loaders transpose Hugging Face's ``(out, in)``.
+
+The pure entry point the method uses is ``apply(params, tokens, attention_mask) -> logits``:
+
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from safegene_jax.models.config import LlamaConfig
+    >>> cfg = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+    ...                   num_attention_heads=4, num_key_value_heads=2, head_dim=4)
+    >>> graphdef, params = nnx.split(LlamaForCausalLM(cfg, rngs=nnx.Rngs(0)))
+    >>> apply = make_apply(graphdef)
+    >>> apply(params, jnp.ones((1, 5), jnp.int32), jnp.ones((1, 5), jnp.int32)).shape
+    (1, 5, 32)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from safegene_jax.models.config import LlamaConfig, rope_inv_freq
+
+_NEG = float(jnp.finfo(jnp.float32).min)
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["keys", "values", "mask", "index"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class KVCache:
+    """Keys and values of every layer for ``size`` slots, which slots hold real tokens, and the next slot.
+
+    Attributes:
+        keys, values: per layer, ``(batch, size, kv_heads, head_dim)``.
+        mask: ``(batch, size)`` int32, 1 where a slot holds a real (not padding) token.
+        index: int32 scalar, the first free slot.
+    """
+
+    keys: tuple
+    values: tuple
+    mask: jax.Array
+    index: jax.Array
+
+    @classmethod
+    def create(cls, cfg: LlamaConfig, batch: int, size: int, dtype=jnp.float32) -> KVCache:
+        shape = (batch, size, cfg.num_key_value_heads, cfg.head_dim)
+        zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers))
+        return cls(zeros, tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers)),
+                   jnp.zeros((batch, size), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+class RMSNorm(nnx.Module):
+    def __init__(self, dim: int, eps: float, param_dtype=jnp.float32):
+        self.weight = nnx.Param(jnp.ones((dim,), param_dtype))
+        self.eps = eps
+
+    def __call__(self, x):
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return self.weight[...].astype(x.dtype) * xf.astype(x.dtype)
+
+
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+def apply_rope(x, cos, sin):
+    """Rotary embedding in Hugging Face's rotate-half layout; ``cos``/``sin`` are ``(B, T, head_dim)``."""
+    xf = x.astype(jnp.float32)
+    out = xf * cos[:, :, None, :] + _rotate_half(xf) * sin[:, :, None, :]
+    return out.astype(x.dtype)
+
+
+def _linear(cfg_in, cfg_out, *, bias, dtype, param_dtype, rngs):
+    return nnx.Linear(cfg_in, cfg_out, use_bias=bias, dtype=dtype, param_dtype=param_dtype,
+                      kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, *, dtype, param_dtype, rngs):
+        h, q, kv = cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim
+        lin = functools.partial(_linear, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.q_proj = lin(h, q, bias=cfg.qkv_bias)
+        self.k_proj = lin(h, kv, bias=cfg.qkv_bias)
+        self.v_proj = lin(h, kv, bias=cfg.qkv_bias)
+        self.o_proj = lin(q, h, bias=cfg.o_bias)
+        self.heads, self.kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+
+    def __call__(self, x, cos, sin, bias, kv=None, index=None):
+        b, t, _ = x.shape
+        q = self.q_proj(x).reshape(b, t, self.heads, self.head_dim)
+        k = self.k_proj(x).reshape(b, t, self.kv_heads, self.head_dim)
+        v = self.v_proj(x).reshape(b, t, self.kv_heads, self.head_dim)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv is not None:
+            ck, cv = kv
+            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
+            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
+            kv = (k, v)
+        groups = self.heads // self.kv_heads
+        q = q.reshape(b, t, self.kv_heads, groups, self.head_dim)
+        scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
+        scores = scores * (self.head_dim**-0.5) + bias[:, None, None]
+        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, self.heads * self.head_dim)
+        return self.o_proj(out.astype(x.dtype)), kv
+
+
+class MLP(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, *, dtype, param_dtype, rngs):
+        lin = functools.partial(_linear, bias=cfg.mlp_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.gate_proj = lin(cfg.hidden_size, cfg.intermediate_size)
+        self.up_proj = lin(cfg.hidden_size, cfg.intermediate_size)
+        self.down_proj = lin(cfg.intermediate_size, cfg.hidden_size)
+
+    def __call__(self, x):
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, *, dtype, param_dtype, rngs):
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype)
+        self.self_attn = Attention(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype)
+        self.mlp = MLP(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, x, cos, sin, bias, kv=None, index=None):
+        attn, kv = self.self_attn(self.input_layernorm(x), cos, sin, bias, kv, index)
+        x = x + attn
+        return x + self.mlp(self.post_attention_layernorm(x)), kv
+
+
+class LlamaModel(nnx.Module):
+    def __init__(self, cfg: LlamaConfig, *, dtype, param_dtype, rngs):
+        self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=param_dtype,
+                                      embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+        self.layers = nnx.List(
+            [DecoderLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
+        )
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype)
+
+
+class LlamaForCausalLM(nnx.Module):
+    """Decoder with an LM head (or tied embeddings). Call: ``model(tokens, attention_mask, cache=...)``.
+
+    Args:
+        cfg: the configuration.
+        dtype: compute dtype (``jnp.bfloat16`` on TPU); norms, softmax and logits run in float32.
+        param_dtype: parameter dtype.
+    """
+
+    def __init__(self, cfg: LlamaConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.config = cfg
+        self.model = LlamaModel(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = _linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype,
+                                   param_dtype=param_dtype, rngs=rngs)
+
+    def __call__(self, tokens, attention_mask=None, *, positions=None, cache: KVCache | None = None):
+        """Logits ``(B, T, vocab)`` in float32, and the updated cache (``None`` without one).
+
+        Without a cache, ``attention_mask`` (1 = token, 0 = padding; left or right) masks padded keys
+        and positions count real tokens only. With a cache, the ``T`` tokens go to the slots from
+        ``cache.index`` on and attend to every earlier real slot.
+        """
+        cfg = self.config
+        b, t = tokens.shape
+        mask = jnp.ones((b, t), jnp.int32) if attention_mask is None else attention_mask.astype(jnp.int32)
+        if cache is None:
+            key_mask, index = mask, 0
+            query_slots = jnp.arange(t)
+            key_slots = query_slots
+            offset = 0
+        else:
+            index = cache.index
+            key_mask = jax.lax.dynamic_update_slice(cache.mask, mask, (0, index))
+            query_slots = index + jnp.arange(t)
+            key_slots = jnp.arange(cache.mask.shape[1])
+            offset = jnp.sum(cache.mask, axis=1, keepdims=True)
+        if positions is None:
+            positions = offset + jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+        allowed = (key_slots[None, None, :] <= query_slots[None, :, None]) & (key_mask[:, None, :] > 0)
+        if cfg.sliding_window is not None:
+            allowed &= (query_slots[None, :, None] - key_slots[None, None, :]) < cfg.sliding_window
+        bias = jnp.where(allowed, 0.0, _NEG).astype(jnp.float32)
+
+        freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(rope_inv_freq(cfg))
+        emb = jnp.concatenate([freqs, freqs], axis=-1)
+        cos, sin = jnp.cos(emb), jnp.sin(emb)
+
+        x = self.model.embed_tokens(tokens)
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.model.layers):
+            kv = None if cache is None else (cache.keys[i], cache.values[i])
+            x, kv = layer(x, cos, sin, bias, kv, index)
+            if kv is not None:
+                new_keys.append(kv[0])
+                new_values.append(kv[1])
+        x = self.model.norm(x)
+        if cfg.tie_word_embeddings:
+            logits = self.model.embed_tokens.attend(x)
+        else:
+            logits = self.lm_head(x)
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(tuple(new_keys), tuple(new_values), key_mask, index + t)
+        return logits.astype(jnp.float32), new_cache
+
+
+def make_apply(graphdef):
+    """``apply(params, tokens, attention_mask=None) -> logits`` for a split model; jit/vmap/grad safe."""
+
+    def apply(params, tokens, attention_mask=None):
+        return nnx.merge(graphdef, params)(tokens, attention_mask)[0]
+
+    return apply
+
+
+def make_step(graphdef):
+    """``step(params, tokens, attention_mask, cache, positions=None) -> (logits, cache)`` for generation."""
+
+    def step(params, tokens, attention_mask, cache, positions=None):
+        return nnx.merge(graphdef, params)(tokens, attention_mask, positions=positions, cache=cache)
+
+    return step

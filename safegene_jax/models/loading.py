@@ -1,0 +1,154 @@
+"""Building a model from named tensors, tensor by tensor onto the target shardings.
+
+Source tensors carry Hugging Face names; a table of ``regex -> (target path, transform)`` maps each to
+a leaf of the NNX model, which is first built abstractly (``nnx.eval_shape``), so no random weights
+are ever made. Names and shapes are all checked before any data is read, and every mapping error
+(missing, unexpected, wrong shape) is reported at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from safegene_jax.errors import SafeGeneError
+from safegene_jax.models.config import LlamaConfig
+from safegene_jax.models.llama import LlamaForCausalLM
+from safegene_jax.paths import flatten_with_paths
+from safegene_jax.sharding import LLAMA_RULES, spec_for
+
+
+class CheckpointError(SafeGeneError):
+    """A checkpoint does not fit the model: missing, unexpected or wrongly shaped tensors."""
+
+
+def _t(x):
+    return np.ascontiguousarray(np.swapaxes(x, 0, 1))
+
+
+def _same(x):
+    return x
+
+
+_PROJ = r"model\.layers\.(\d+)\.(self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)"
+HF_TO_NNX: tuple[tuple[str, str, Callable], ...] = (
+    (r"model\.embed_tokens\.weight", "model.embed_tokens.embedding", _same),
+    (_PROJ + r"\.weight", r"model.layers.\1.\2.kernel", _t),
+    (_PROJ + r"\.bias", r"model.layers.\1.\2.bias", _same),
+    (r"model\.layers\.(\d+)\.(input_layernorm|post_attention_layernorm)\.weight", r"model.layers.\1.\2.weight", _same),
+    (r"model\.norm\.weight", "model.norm.weight", _same),
+    (r"lm_head\.weight", "lm_head.kernel", _t),
+)
+"""Hugging Face tensor name -> NNX leaf path, and the transform from HF layout to ours."""
+
+IGNORED = (r".*rotary_emb\.inv_freq",)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceTensor:
+    """One tensor of a checkpoint: its HF name, HF-layout shape, and a function that reads it."""
+
+    name: str
+    shape: tuple[int, ...]
+    read: Callable[[], np.ndarray]
+
+
+def map_name(name: str) -> tuple[str, Callable] | None:
+    for pattern, target, transform in HF_TO_NNX:
+        m = re.fullmatch(pattern, name)
+        if m:
+            return m.expand(target), transform
+    return None
+
+
+def nnx_to_hf_name(path: str) -> tuple[str, bool]:
+    """Our leaf path -> (Hugging Face tensor name, whether to transpose)."""
+    if path.endswith(".embedding"):
+        return path[: -len("embedding")] + "weight", False
+    if path.endswith(".kernel"):
+        return path[: -len("kernel")] + "weight", True
+    return path, False
+
+
+def abstract_model(cfg: LlamaConfig, dtype=jnp.float32, param_dtype=jnp.float32):
+    """``(graphdef, abstract_state)`` of the model, without allocating weights."""
+    abstract = nnx.eval_shape(lambda: LlamaForCausalLM(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+    return nnx.split(abstract)
+
+
+def build_model(
+    cfg: LlamaConfig,
+    tensors: Iterable[SourceTensor],
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = None,
+    mesh: Any = None,
+    rules: Sequence = LLAMA_RULES,
+    source: str = "checkpoint",
+) -> LlamaForCausalLM:
+    """Builds the model from ``tensors``, placing each one straight onto its sharding.
+
+    Args:
+        cfg: the model configuration.
+        tensors: the checkpoint's tensors with HF names.
+        dtype: compute dtype; ``param_dtype`` (default: ``dtype``) is what the weights are cast to.
+        mesh: optional mesh; with it each tensor goes onto ``NamedSharding(mesh, rule)``.
+        rules: sharding rules (see :mod:`safegene_jax.sharding`).
+        source: the checkpoint's name, for error messages.
+
+    Raises:
+        CheckpointError: listing every missing, unexpected and wrongly shaped tensor.
+    """
+    param_dtype = param_dtype or dtype
+    graphdef, abs_state = abstract_model(cfg, dtype, param_dtype)
+    paths, abs_leaves, treedef = flatten_with_paths(abs_state)
+    wanted = {p: leaf for p, leaf in zip(paths, abs_leaves)}
+    plan: dict[str, tuple[SourceTensor, Callable]] = {}
+    misfit: set[str] = set()
+    errors: list[str] = []
+    for t in tensors:
+        mapped = map_name(t.name)
+        if mapped is None:
+            if not any(re.fullmatch(p, t.name) for p in IGNORED):
+                errors.append(f"unexpected tensor {t.name!r} {tuple(t.shape)}")
+            continue
+        target, transform = mapped
+        if target == "lm_head.kernel" and cfg.tie_word_embeddings:
+            continue  # a tied checkpoint may carry a copy of the embeddings as lm_head
+        if target not in wanted:
+            errors.append(f"unexpected tensor {t.name!r} {tuple(t.shape)} (no {target!r} in a {cfg.num_hidden_layers}"
+                          f"-layer {cfg.model_type} model)")
+            continue
+        want_shape = tuple(wanted[target].shape)
+        got_shape = tuple(t.shape[::-1]) if transform is _t else tuple(t.shape)
+        if got_shape != want_shape:
+            errors.append(f"wrong shape for {t.name!r}: {tuple(t.shape)} in the {source}, model expects "
+                          f"{want_shape if transform is not _t else want_shape[::-1]}")
+            misfit.add(target)
+            continue
+        plan[target] = (t, transform)
+    errors += [f"missing tensor for {p!r}" for p in paths if p not in plan and p not in misfit]
+    if errors:
+        shown = "\n  ".join(errors[:40]) + (f"\n  ... and {len(errors) - 40} more" if len(errors) > 40 else "")
+        raise CheckpointError(f"{source} does not fit the {cfg.model_type} model ({len(errors)} problem(s)):\n  {shown}")
+
+    sizes = dict(mesh.shape) if mesh is not None else None
+    leaves = []
+    for path in paths:
+        t, transform = plan[path]
+        value = np.asarray(transform(t.read())).astype(jnp.dtype(param_dtype))
+        if mesh is not None:
+            from jax.sharding import NamedSharding
+
+            leaves.append(jax.device_put(value, NamedSharding(mesh, spec_for(path, value.shape, sizes, rules))))
+        else:
+            leaves.append(jax.device_put(value))
+    state = jax.tree_util.tree_unflatten(treedef, leaves)
+    return nnx.merge(graphdef, state)
