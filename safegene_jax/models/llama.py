@@ -51,8 +51,12 @@ class KVCache:
     def create(cls, cfg: LlamaConfig, batch: int, size: int, dtype=jnp.float32) -> KVCache:
         shape = (batch, size, cfg.num_key_value_heads, cfg.head_dim)
         zeros = tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers))
-        return cls(zeros, tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers)),
-                   jnp.zeros((batch, size), jnp.int32), jnp.zeros((), jnp.int32))
+        return cls(
+            zeros,
+            tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_hidden_layers)),
+            jnp.zeros((batch, size), jnp.int32),
+            jnp.zeros((), jnp.int32),
+        )
 
 
 class RMSNorm(nnx.Module):
@@ -79,8 +83,15 @@ def apply_rope(x, cos, sin):
 
 
 def _linear(cfg_in, cfg_out, *, bias, dtype, param_dtype, rngs):
-    return nnx.Linear(cfg_in, cfg_out, use_bias=bias, dtype=dtype, param_dtype=param_dtype,
-                      kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+    return nnx.Linear(
+        cfg_in,
+        cfg_out,
+        use_bias=bias,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=nnx.initializers.normal(0.02),
+        rngs=rngs,
+    )
 
 
 class Attention(nnx.Module):
@@ -139,8 +150,14 @@ class DecoderLayer(nnx.Module):
 
 class LlamaModel(nnx.Module):
     def __init__(self, cfg: LlamaConfig, *, dtype, param_dtype, rngs):
-        self.embed_tokens = nnx.Embed(cfg.vocab_size, cfg.hidden_size, dtype=dtype, param_dtype=param_dtype,
-                                      embedding_init=nnx.initializers.normal(0.02), rngs=rngs)
+        self.embed_tokens = nnx.Embed(
+            cfg.vocab_size,
+            cfg.hidden_size,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            embedding_init=nnx.initializers.normal(0.02),
+            rngs=rngs,
+        )
         self.layers = nnx.List(
             [DecoderLayer(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs) for _ in range(cfg.num_hidden_layers)]
         )
@@ -160,8 +177,9 @@ class LlamaForCausalLM(nnx.Module):
         self.config = cfg
         self.model = LlamaModel(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         if not cfg.tie_word_embeddings:
-            self.lm_head = _linear(cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype,
-                                   param_dtype=param_dtype, rngs=rngs)
+            self.lm_head = _linear(
+                cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs
+            )
 
     def __call__(self, tokens, attention_mask=None, *, positions=None, cache: KVCache | None = None):
         """Logits ``(B, T, vocab)`` in float32, and the updated cache (``None`` without one).

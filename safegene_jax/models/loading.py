@@ -123,21 +123,27 @@ def build_model(
         if target == "lm_head.kernel" and cfg.tie_word_embeddings:
             continue  # a tied checkpoint may carry a copy of the embeddings as lm_head
         if target not in wanted:
-            errors.append(f"unexpected tensor {t.name!r} {tuple(t.shape)} (no {target!r} in a {cfg.num_hidden_layers}"
-                          f"-layer {cfg.model_type} model)")
+            errors.append(
+                f"unexpected tensor {t.name!r} {tuple(t.shape)} (no {target!r} in a {cfg.num_hidden_layers}"
+                f"-layer {cfg.model_type} model)"
+            )
             continue
         want_shape = tuple(wanted[target].shape)
         got_shape = tuple(t.shape[::-1]) if transform is _t else tuple(t.shape)
         if got_shape != want_shape:
-            errors.append(f"wrong shape for {t.name!r}: {tuple(t.shape)} in the {source}, model expects "
-                          f"{want_shape if transform is not _t else want_shape[::-1]}")
+            errors.append(
+                f"wrong shape for {t.name!r}: {tuple(t.shape)} in the {source}, model expects "
+                f"{want_shape if transform is not _t else want_shape[::-1]}"
+            )
             misfit.add(target)
             continue
         plan[target] = (t, transform)
     errors += [f"missing tensor for {p!r}" for p in paths if p not in plan and p not in misfit]
     if errors:
         shown = "\n  ".join(errors[:40]) + (f"\n  ... and {len(errors) - 40} more" if len(errors) > 40 else "")
-        raise CheckpointError(f"{source} does not fit the {cfg.model_type} model ({len(errors)} problem(s)):\n  {shown}")
+        raise CheckpointError(
+            f"{source} does not fit the {cfg.model_type} model ({len(errors)} problem(s)):\n  {shown}"
+        )
 
     sizes = dict(mesh.shape) if mesh is not None else None
     leaves = []

@@ -55,10 +55,12 @@ def _pre_tokenizer(kind: str):
     if kind == "digits+gpt2":
         return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
     pattern = _LLAMA3_SPLIT if kind == "llama3" else _QWEN2_SPLIT
-    return pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
 
 
 def tokenizer_from_gguf_fields(field: Callable[..., Any], source: str = "GGUF file"):
@@ -79,7 +81,9 @@ def tokenizer_from_gguf_fields(field: Callable[..., Any], source: str = "GGUF fi
     if kind == "gpt2":
         pre = field("tokenizer.ggml.pre", "default")
         if pre not in _PRE_TOKENIZERS:
-            raise TokenizerError(f"{source}: pre-tokenizer {pre!r} is not supported; supported: {sorted(_PRE_TOKENIZERS)}")
+            raise TokenizerError(
+                f"{source}: pre-tokenizer {pre!r} is not supported; supported: {sorted(_PRE_TOKENIZERS)}"
+            )
         merges = [tuple(m.split(" ", 1)) for m in field("tokenizer.ggml.merges", [])]
         tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False))
         tok.pre_tokenizer = _pre_tokenizer(_PRE_TOKENIZERS[pre])
@@ -87,28 +91,41 @@ def tokenizer_from_gguf_fields(field: Callable[..., Any], source: str = "GGUF fi
     elif kind == "llama":
         scores = field("tokenizer.ggml.scores", None) or [0.0] * len(tokens)
         unk = field("tokenizer.ggml.unknown_token_id", 0)
-        tok = Tokenizer(models.Unigram([(t, float(s)) for t, s in zip(tokens, scores)], unk_id=int(unk),
-                                       byte_fallback=True))
+        tok = Tokenizer(
+            models.Unigram([(t, float(s)) for t, s in zip(tokens, scores)], unk_id=int(unk), byte_fallback=True)
+        )
         steps = [normalizers.Replace(" ", "\u2581")]
         if field("tokenizer.ggml.add_space_prefix", True):
             steps.insert(0, normalizers.Prepend("\u2581"))
         tok.normalizer = normalizers.Sequence(steps)
-        tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
-                                        + ([decoders.Strip(" ", 1, 0)] if field("tokenizer.ggml.add_space_prefix",
-                                                                                True) else []))
+        tok.decoder = decoders.Sequence(
+            [decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()]
+            + ([decoders.Strip(" ", 1, 0)] if field("tokenizer.ggml.add_space_prefix", True) else [])
+        )
     else:
         raise TokenizerError(f"{source}: tokenizer model {kind!r} is not supported; supported: 'gpt2', 'llama'")
 
-    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                            for t, ty in zip(tokens, types) if ty == _CONTROL])
-    tok.add_tokens([AddedToken(t, special=False, normalized=False)
-                    for t, ty in zip(tokens, types) if ty == _USER_DEFINED])
+    tok.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == _CONTROL]
+    )
+    tok.add_tokens(
+        [AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == _USER_DEFINED]
+    )
     bos = tok_id("bos")
     if bos is not None and field("tokenizer.ggml.add_bos_token", kind == "llama"):
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokens.index(bos))])
-    kwargs = {k: v for k, v in (("bos_token", bos), ("eos_token", tok_id("eos")), ("unk_token", tok_id("unknown")),
-                                 ("pad_token", tok_id("padding"))) if v is not None}
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokens.index(bos))]
+        )
+    kwargs = {
+        k: v
+        for k, v in (
+            ("bos_token", bos),
+            ("eos_token", tok_id("eos")),
+            ("unk_token", tok_id("unknown")),
+            ("pad_token", tok_id("padding")),
+        )
+        if v is not None
+    }
     template = field("tokenizer.chat_template", None)
     if template:
         kwargs["chat_template"] = template
