@@ -5,6 +5,17 @@ import os
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import pathlib  # noqa: E402
+import tempfile  # noqa: E402
+
+# Data: the project's shared data beside the repo (read-only), prepared TFDS data in a temporary folder,
+# and never a download.
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+if SHARED_DATA.is_dir():
+    os.environ.setdefault("SAFEGENE_DATA_ROOT", str(SHARED_DATA))
+os.environ["SAFEGENE_TFDS_DIR"] = tempfile.mkdtemp(prefix="safegene-tfds-")
+os.environ["SAFEGENE_OFFLINE"] = "1"
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
