@@ -1,0 +1,215 @@
+"""The safety adapter: the reusable artifact of a model family.
+
+It holds the safety vector restricted to the selected layers (dense or low-rank), the selected
+layers, the layer scores, default coefficients and metadata (family, architecture signature, source
+checkpoints, a hash of the probe data, library version). It is saved with Orbax and applies to every
+task model of its family; a model of another architecture is refused with a clear error.
+
+Example::
+
+    adapter = SafetyAdapter.build(aligned_params, degraded_params, layers=[3, 4, 9], scores=scores,
+                                  family="smollm2-135m", sources={"aligned": "runs/aligned"})
+    adapter.save("adapters/smollm2")
+    safe = SafetyAdapter.load("adapters/smollm2").apply(task_params, coeffs=recal.coeffs)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from safegene_jax.checkpoint import restore_tree, save_tree
+from safegene_jax.errors import SafeGeneError
+from safegene_jax.layers import layout
+from safegene_jax.lowrank import LowRank, low_rank
+from safegene_jax.paths import flatten_with_paths
+from safegene_jax.selection import LayerScores
+from safegene_jax.transforms import apply_vector, restrict_layers, safety_vector
+
+FORMAT = 1
+
+
+class IncompatibleAdapterError(SafeGeneError):
+    """The adapter was made for a model of another architecture."""
+
+
+def architecture_signature(params: Any, layer_map: Any = None) -> dict:
+    """Layer count and a hash of every leaf's path, shape and dtype: equal for models of one family."""
+    paths, leaves, _ = flatten_with_paths(params)
+    h = hashlib.sha256()
+    for p, x in zip(paths, leaves):
+        h.update(f"{p}:{tuple(x.shape)}:{np.dtype(x.dtype).name};".encode())
+    return {
+        "num_layers": layout(paths, [x.shape for x in leaves], layer_map).num_layers,
+        "leaves": len(paths),
+        "hash": h.hexdigest()[:16],
+    }
+
+
+def data_hash(*batches: dict) -> str:
+    """A short hash of probe batches (their token ids and masks)."""
+    h = hashlib.sha256()
+    for b in batches:
+        for k in sorted(b):
+            h.update(np.ascontiguousarray(np.asarray(b[k])).tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class SafetyAdapter:
+    """Attributes: ``vector`` (flat ``{path: array | LowRank}``), ``layers``, ``coeffs`` (default, per layer),
+    ``scores`` (:class:`LayerScores` or None), ``metadata`` (dict)."""
+
+    vector: dict
+    layers: list[int]
+    coeffs: np.ndarray
+    scores: LayerScores | None
+    metadata: dict
+
+    @classmethod
+    def build(
+        cls,
+        aligned: Any,
+        degraded: Any,
+        layers: list[int],
+        *,
+        scores: LayerScores | None = None,
+        coeffs: Any = None,
+        rank: int | None = None,
+        family: str = "",
+        sources: dict | None = None,
+        probe_hash: str = "",
+        layer_map: Any = None,
+    ) -> SafetyAdapter:
+        """Extracts the vector, keeps ``layers``, optionally compresses it to ``rank``, records metadata."""
+        from safegene_jax import __version__
+
+        signature = architecture_signature(aligned, layer_map)
+        vec = restrict_layers(
+            safety_vector(aligned, degraded, layer_map=layer_map),
+            layers,
+            num_layers=signature["num_layers"],
+            layer_map=layer_map,
+        )
+        energy = None
+        if rank is not None:
+            vec, report = low_rank(vec, rank, layer_map=layer_map)
+            energy = report.total
+        default = np.zeros(signature["num_layers"], np.float32)
+        default[list(layers)] = 1.0
+        meta = {
+            "format": FORMAT,
+            "family": family,
+            "architecture": signature,
+            "sources": sources or {},
+            "probe_hash": probe_hash,
+            "library_version": __version__,
+            "rank": rank,
+            "retained_energy": energy,
+        }
+        return cls(
+            vec,
+            sorted(int(i) for i in layers),
+            default if coeffs is None else np.asarray(coeffs, np.float32),
+            scores,
+            meta,
+        )
+
+    def check(self, params: Any, layer_map: Any = None) -> None:
+        """Raises :class:`IncompatibleAdapterError` unless ``params`` is a model of the adapter's family."""
+        signature = architecture_signature(params, layer_map)
+        want = self.metadata.get("architecture", {})
+        if want.get("num_layers") not in (None, signature["num_layers"]):
+            raise IncompatibleAdapterError(
+                f"adapter is for a {want['num_layers']}-layer model, these params have {signature['num_layers']} layers"
+            )
+        paths, leaves, _ = flatten_with_paths(params)
+        shapes = {p: tuple(x.shape) for p, x in zip(paths, leaves)}
+        for path, leaf in self.vector.items():
+            if path not in shapes:
+                raise IncompatibleAdapterError(f"adapter leaf {path!r} is not in these params (another architecture?)")
+            if tuple(leaf.shape) != shapes[path]:
+                raise IncompatibleAdapterError(
+                    f"adapter leaf {path!r} has shape {tuple(leaf.shape)}, the model's is "
+                    f"{shapes[path]} (another model size?)"
+                )
+        if want.get("hash") not in (None, signature["hash"]):
+            raise IncompatibleAdapterError(
+                f"these params differ in structure from the adapter's family {self.metadata.get('family')!r} "
+                f"(architecture hash {signature['hash']} vs {want['hash']})"
+            )
+
+    def apply(self, params: Any, coeffs: Any = None, *, layer_map: Any = None, donate: bool = False) -> Any:
+        """``params + sum_l coeffs_l * tau_l`` over the adapter's layers, after the compatibility check."""
+        self.check(params, layer_map)
+        c = self.coeffs if coeffs is None else np.asarray(coeffs, np.float32)
+        return apply_vector(params, self.vector, c, layer_map=layer_map, donate=donate)
+
+    # ---- persistence ------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the adapter as an Orbax checkpoint (atomically)."""
+        tree = {}
+        kinds = {}
+        for p, leaf in self.vector.items():
+            if isinstance(leaf, LowRank):
+                tree[p] = {"left": leaf.left, "right": leaf.right}
+                kinds[p] = {"lowrank": list(leaf.shape)}
+            else:
+                tree[p] = {"dense": leaf}
+                kinds[p] = {"dense": list(leaf.shape)}
+        meta = {
+            **self.metadata,
+            "layers": self.layers,
+            "coeffs": np.asarray(self.coeffs).tolist(),
+            "scores": self.scores.to_dict() if self.scores is not None else None,
+            "leaves": kinds,
+        }
+        save_tree(
+            path, {"vector": {str(i): tree[p] for i, p in enumerate(tree)}}, metadata={**meta, "order": list(tree)}
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, shardings: dict | None = None) -> SafetyAdapter:
+        """Reads an adapter; ``shardings`` (``{path: Sharding}``) places those leaves onto a target sharding."""
+        tree, meta = restore_tree(path)
+        if meta.get("format") != FORMAT:
+            raise SafeGeneError(f"{path} is not a safety adapter of format {FORMAT} (found {meta.get('format')!r})")
+        vector = {}
+        for i, p in enumerate(meta["order"]):
+            stored, kind = tree["vector"][str(i)], meta["leaves"][p]
+            if "lowrank" in kind:
+                vector[p] = LowRank(stored["left"], stored["right"], tuple(kind["lowrank"]))
+            else:
+                vector[p] = stored["dense"]
+            if shardings is not None and p in shardings:
+                vector[p] = jax.device_put(vector[p], shardings[p])
+        scores = LayerScores.from_dict(meta["scores"]) if meta.get("scores") else None
+        known = {"layers", "coeffs", "scores", "leaves", "order"}
+        return cls(
+            vector,
+            list(meta["layers"]),
+            np.asarray(meta["coeffs"], np.float32),
+            scores,
+            {k: v for k, v in meta.items() if k not in known},
+        )
+
+    def summary(self) -> str:
+        size = sum(
+            int(np.prod(v.left.shape) + np.prod(v.right.shape)) if isinstance(v, LowRank) else int(np.prod(v.shape))
+            for v in self.vector.values()
+        )
+        return json.dumps(
+            {
+                "family": self.metadata.get("family"),
+                "layers": self.layers,
+                "values": size,
+                "rank": self.metadata.get("rank"),
+            }
+        )

@@ -1,0 +1,214 @@
+"""Few-shot recalibration: learn one coefficient per selected layer (optionally per layer and module kind).
+
+The objective for a task model is
+
+    loss(alpha) = -refusal_loglik(harmful few shots | task + sum_l alpha_l tau_l)
+                  + lam * utility(alpha) + l2 * ||alpha - alpha_init||^2
+
+where ``utility`` is the task-answer NLL on task few shots (``utility='nll'``) or the KL divergence from
+the unpatched task model on benign prompts (``utility='kl'``). Only ``alpha`` is trained, with optax
+Adam, projected onto ``[0, alpha_max]`` after every step, with early stopping on a held-out part of the
+few shots. The optimizer core, :func:`fit_coefficients`, takes any objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from safegene_jax.errors import SafeGeneError
+from safegene_jax.layers import MODULE_KINDS, layer_mask, layout
+from safegene_jax.paths import flatten_with_paths
+from safegene_jax.selection import mean_kl, refusal_loglik
+from safegene_jax.train import token_nll
+from safegene_jax.transforms import apply_vector, as_vector, assert_finite
+
+
+@dataclasses.dataclass(frozen=True)
+class RecalibrationConfig:
+    """Options: ``steps``, ``learning_rate``, bounds ``[0, alpha_max]``, ``l2`` pull to the initial value,
+    ``lam`` (utility weight), ``utility`` ('kl' or 'nll'), ``per_kind`` (one coefficient per layer and
+    module kind), ``val_fraction`` of the few shots held out, ``patience`` (steps without improvement)."""
+
+    steps: int = 60
+    learning_rate: float = 0.05
+    alpha_init: float = 1.0
+    alpha_max: float = 2.0
+    l2: float = 0.01
+    lam: float = 1.0
+    utility: str = "kl"
+    per_kind: bool = False
+    val_fraction: float = 0.25
+    patience: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.utility not in ("kl", "nll"):
+            raise SafeGeneError(f"utility must be 'kl' or 'nll', got {self.utility!r}")
+        if not self.alpha_max > 0 or self.steps < 1 or self.patience < 1:
+            raise SafeGeneError("need alpha_max > 0, steps >= 1 and patience >= 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise SafeGeneError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclasses.dataclass
+class Recalibration:
+    """``alpha`` for the selected layers (``(k,)`` or ``(k, kinds)``), the full ``coeffs`` over all layers,
+    the ``history`` of (train, validation) losses and the step whose alpha was kept."""
+
+    alpha: np.ndarray
+    coeffs: np.ndarray
+    layers: list[int]
+    history: list[dict]
+    best_step: int
+
+
+def fit_coefficients(
+    objective: Callable,
+    init: Any,
+    *,
+    val_objective: Callable | None = None,
+    steps: int = 60,
+    learning_rate: float = 0.05,
+    alpha_max: float = 2.0,
+    l2: float = 0.0,
+    patience: int = 10,
+) -> tuple[np.ndarray, list[dict], int]:
+    """Minimizes ``objective(alpha) + l2 * ||alpha - init||^2`` over ``alpha`` in ``[0, alpha_max]``.
+
+    Returns ``(best_alpha, history, best_step)``; "best" is by ``val_objective`` when given (early stopping
+    after ``patience`` steps without improvement), else by the training objective.
+    """
+    init = jnp.clip(jnp.asarray(init, jnp.float32), 0.0, alpha_max)
+    opt = optax.adam(learning_rate)
+
+    def total(alpha):
+        return objective(alpha) + l2 * jnp.sum((alpha - init) ** 2)
+
+    @jax.jit
+    def step(alpha, state):
+        loss, grad = jax.value_and_grad(total)(alpha)
+        updates, state = opt.update(grad, state, alpha)
+        return jnp.clip(optax.apply_updates(alpha, updates), 0.0, alpha_max), state, loss
+
+    val = jax.jit(val_objective) if val_objective is not None else None
+    alpha, state = init, opt.init(init)
+    best_alpha, best_value, best_step, since = np.asarray(init), np.inf, 0, 0
+    history: list[dict] = []
+    for i in range(steps):
+        current = np.asarray(alpha)
+        alpha, state, loss = step(alpha, state)
+        record = {"step": i, "train_loss": float(loss)}
+        value = float(loss)
+        if val is not None:
+            value = float(val(jnp.asarray(current)))
+            record["val_loss"] = value
+        history.append(record)
+        if not np.isfinite(value):
+            raise SafeGeneError(f"recalibration loss became {value} at step {i}; lower the learning rate")
+        if value < best_value - 1e-6:
+            best_alpha, best_value, best_step, since = current, value, i, 0
+        else:
+            since += 1
+            if since >= patience:
+                break
+    return best_alpha, history, best_step
+
+
+def _split(batch: dict, val_fraction: float, seed: int) -> tuple[dict, dict | None]:
+    n = int(np.asarray(batch["tokens"]).shape[0])
+    n_val = int(round(n * val_fraction))
+    if n_val == 0 or n_val == n:
+        return batch, None
+    order = np.random.default_rng(seed).permutation(n)
+    pick = lambda idx: {k: jnp.asarray(np.asarray(v)[np.sort(idx)]) for k, v in batch.items()}  # noqa: E731
+    return pick(order[n_val:]), pick(order[:n_val])
+
+
+def recalibrate(
+    apply: Callable,
+    task_params: Any,
+    vector: Any,
+    layers: Sequence[int],
+    harmful: dict,
+    utility: dict,
+    cfg: RecalibrationConfig = RecalibrationConfig(),
+    *,
+    layer_map: Any = None,
+) -> Recalibration:
+    """Learns the coefficients of ``layers`` for one task model from few-shot batches.
+
+    Args:
+        apply: ``apply(params, tokens, attention_mask) -> logits``.
+        task_params: the downstream model to patch.
+        vector: the safety vector (typically the adapter's).
+        layers: the selected layers.
+        harmful: harmful prompts with refusals (``tokens``, ``attention_mask``, ``loss_mask``), tens of rows.
+        utility: task examples (``utility='nll'``) or benign prompts with responses (``utility='kl'``).
+        cfg: options.
+    """
+    vec = as_vector(vector)
+    assert_finite(vec)
+    paths, leaves, _ = flatten_with_paths(task_params)
+    num_layers = layout(paths, [x.shape for x in leaves], layer_map).num_layers
+    layers = sorted(int(i) for i in layers)
+    if not layers:
+        raise SafeGeneError("no layer selected to recalibrate")
+    mask = jnp.asarray(layer_mask(layers, num_layers))
+    idx = jnp.asarray(layers)
+    shape = (len(layers), len(MODULE_KINDS)) if cfg.per_kind else (len(layers),)
+
+    def full(alpha):
+        base = jnp.zeros((num_layers,) + shape[1:], jnp.float32)
+        return base.at[idx].set(alpha)
+
+    h_train, h_val = _split(harmful, cfg.val_fraction, cfg.seed)
+    u_train, u_val = _split(utility, cfg.val_fraction, cfg.seed + 1)
+
+    def make(hb, ub):
+        ref = None
+        if cfg.utility == "kl":
+            ref = jax.nn.log_softmax(apply(task_params, ub["tokens"], ub["attention_mask"])[:, :-1], axis=-1)
+
+        def objective(alpha):
+            patched = apply_vector(task_params, vec, full(alpha), mask=mask, layer_map=layer_map, check_finite=False)
+            safety = -refusal_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb)
+            logits = apply(patched, ub["tokens"], ub["attention_mask"])
+            if cfg.utility == "kl":
+                util = mean_kl(ref, logits, ub)
+            else:
+                nll, count = token_nll(logits, ub["tokens"], ub["loss_mask"])
+                util = nll / jnp.maximum(count, 1.0)
+            return safety + cfg.lam * util
+
+        return objective
+
+    objective = make(h_train, u_train)
+    val_objective = (
+        make(h_val if h_val is not None else h_train, u_val if u_val is not None else u_train)
+        if (h_val is not None or u_val is not None)
+        else None
+    )
+    alpha, history, best = fit_coefficients(
+        objective,
+        jnp.full(shape, cfg.alpha_init),
+        val_objective=val_objective,
+        steps=cfg.steps,
+        learning_rate=cfg.learning_rate,
+        alpha_max=cfg.alpha_max,
+        l2=cfg.l2,
+        patience=cfg.patience,
+    )
+    return Recalibration(
+        alpha=np.asarray(alpha),
+        coeffs=np.asarray(full(jnp.asarray(alpha))),
+        layers=layers,
+        history=history,
+        best_step=best,
+    )

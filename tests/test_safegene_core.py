@@ -1,0 +1,207 @@
+"""The method on tiny models: selection finds a planted layer, recalibration recovers a known coefficient,
+the adapter round-trips and refuses other architectures, the baselines match their formulas."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from tiny import tiny_lm
+
+import safegene_jax as sg
+from safegene_jax import data, train
+from safegene_jax.adapter import IncompatibleAdapterError, SafetyAdapter, data_hash
+from safegene_jax.baselines import dare, projection_cosine, resta, safe_lora, task_arithmetic
+from safegene_jax.paths import flatten_with_paths
+from safegene_jax.recalibrate import RecalibrationConfig, fit_coefficients, recalibrate
+from safegene_jax.selection import score_layers, select
+from safegene_jax.sharding import make_mesh
+
+PLANTED = 2
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny 4-layer model aligned to refuse through layer 2 only (LoRA on that layer); 'degraded' = the
+    unaligned model plus noise in every layer, so the safety vector's useful part lives in layer 2."""
+    lm = tiny_lm(tmp_path_factory.mktemp("core") / "model", layers=4)
+    harmful = data.load("embedded/harmful")[:24]
+    lora = train.LoraConfig(rank=8, alpha=16.0, targets=rf"layers\.{PLANTED}\..*_proj\.kernel$")
+    cfg = train.TrainConfig(
+        steps=30, batch_size=8, learning_rate=1e-2, warmup_steps=2, progress=False, lora=lora, max_length=384
+    )
+    aligned = train.align(lm, harmful, [], cfg).params
+    base = nnx.state(lm.model)
+    paths, a_leaves, treedef = flatten_with_paths(aligned)
+    b_leaves = flatten_with_paths(base)[1]
+    rng = np.random.default_rng(0)
+    degraded = []
+    for p, a, b in zip(paths, a_leaves, b_leaves):
+        d = np.asarray(b)
+        if ".layers." in p:
+            d = d + 1e-3 * rng.standard_normal(d.shape).astype(np.float32)
+        degraded.append(jnp.asarray(d))
+    degraded = jax.tree_util.tree_unflatten(treedef, degraded)
+    tok = lm.tokenizer
+    enc = lambda rows, resp: data.batch_examples(  # noqa: E731
+        [data.encode_example(tok, r["instruction"], r[resp]) for r in rows],
+        max_length=384,
+        pad_id=0,
+        overflow="truncate",
+    )
+    probe_h = enc(harmful[:8], "refusal")
+    probe_b = enc(data.load("embedded/benign", split="probe")[:8], "response")
+    return lm, aligned, degraded, probe_h, probe_b
+
+
+def test_selection_finds_the_planted_layer(setup):
+    lm, aligned, degraded, probe_h, probe_b = setup
+    tau = sg.safety_vector(aligned, degraded)
+    scores = score_layers(lm.apply, degraded, tau, probe_h, probe_b, strength=1.0, chunk_size=2)
+    assert scores.safety_gain.shape == (4,) and scores.candidates.shape == (4, 4)
+    assert int(np.argmax(scores.safety_gain)) == PLANTED
+    assert scores.safety_gain[PLANTED] > 0.1 and np.all(scores.utility_cost >= -1e-6)
+    assert select(scores, top_k=1) == [PLANTED]
+    assert PLANTED in select(scores, threshold=0.5 * float(scores.safety_gain[PLANTED]))
+    # the same numbers from a loop of separate runs
+    for layer in (0, PLANTED):
+        patched = sg.apply_vector(degraded, tau, np.eye(4)[layer])
+        h = sg.selection.refusal_loglik(lm.apply(patched, probe_h["tokens"], probe_h["attention_mask"]), probe_h)
+        assert float(h) - scores.base_refusal_ll == pytest.approx(float(scores.safety_gain[layer]), abs=1e-4)
+
+
+def test_selection_arbitrary_candidates_and_mesh(setup, eight_devices):
+    lm, aligned, degraded, probe_h, probe_b = setup
+    tau = sg.safety_vector(aligned, degraded)
+    cands = np.array([[0, 0, 0, 0], [1, 1, 1, 1]], np.float32)
+    scores = score_layers(
+        lm.apply, degraded, tau, probe_h, probe_b, candidates=cands, mesh=make_mesh(data=8, fsdp=1, tensor=1)
+    )
+    assert scores.safety_gain[0] == pytest.approx(0.0, abs=1e-5) and scores.utility_cost[0] == pytest.approx(
+        0, abs=1e-6
+    )
+    assert scores.safety_gain[1] > 0
+    with pytest.raises(sg.LayerMapError, match=r"shape \(C, 4\)"):
+        score_layers(lm.apply, degraded, tau, probe_h, probe_b, candidates=np.ones((2, 3)))
+    with pytest.raises(sg.SafeGeneError, match="exactly one"):
+        select(scores, top_k=1, threshold=0.0)
+    bad = dict(probe_h, loss_mask=np.zeros_like(probe_h["loss_mask"]))
+    with pytest.raises(sg.SafeGeneError, match="no response token"):
+        score_layers(lm.apply, degraded, tau, bad, probe_b)
+
+
+def test_fit_recovers_a_known_coefficient():
+    target = jnp.array([0.3, 1.4, 0.0])
+    x = jax.random.normal(jax.random.PRNGKey(0), (16, 3))
+    objective = lambda a: jnp.mean((x @ a - x @ target) ** 2)  # noqa: E731
+    alpha, history, best = fit_coefficients(
+        objective, jnp.ones(3), steps=400, learning_rate=0.05, alpha_max=2.0, patience=400
+    )
+    np.testing.assert_allclose(alpha, target, atol=0.02)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    bounded, _, _ = fit_coefficients(objective, jnp.ones(3), steps=400, learning_rate=0.05, alpha_max=1.0, patience=400)
+    assert float(bounded.max()) <= 1.0 and bounded[1] == pytest.approx(1.0)  # projected onto [0, alpha_max]
+
+
+def test_recalibration_recovers_coefficient_on_model(setup):
+    lm, aligned, degraded, probe_h, probe_b = setup
+    tau = sg.safety_vector(aligned, degraded)
+    teacher = sg.apply_vector(degraded, tau, np.array([0, 0, 0.6, 0], np.float32))
+    logp = jax.nn.log_softmax(lm.apply(teacher, probe_b["tokens"], probe_b["attention_mask"]))
+
+    def objective(alpha):  # KL to the teacher: minimal exactly at alpha = 0.6
+        patched = sg.apply_vector(degraded, tau, jnp.zeros(4).at[2].set(alpha[0]), check_finite=False)
+        mine = jax.nn.log_softmax(lm.apply(patched, probe_b["tokens"], probe_b["attention_mask"]))
+        return jnp.mean(jnp.sum(jnp.exp(logp) * (logp - mine), -1))
+
+    alpha, _, _ = fit_coefficients(objective, jnp.array([1.5]), steps=150, learning_rate=0.05, patience=150)
+    assert float(alpha[0]) == pytest.approx(0.6, abs=0.05)
+
+
+def test_recalibrate_raises_refusal_likelihood_and_is_deterministic(setup):
+    lm, aligned, degraded, probe_h, probe_b = setup
+    tau = sg.safety_vector(aligned, degraded)
+    cfg = RecalibrationConfig(steps=15, learning_rate=0.1, alpha_init=0.2, alpha_max=2.0, lam=0.5, patience=15)
+    result = recalibrate(lm.apply, degraded, tau, [1, PLANTED], probe_h, probe_b, cfg)
+    assert result.coeffs.shape == (4,) and result.coeffs[0] == 0 and result.coeffs[3] == 0
+    assert result.alpha[1] > 0.2  # the planted layer's coefficient grows
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    again = recalibrate(lm.apply, degraded, tau, [1, PLANTED], probe_h, probe_b, cfg)
+    np.testing.assert_array_equal(result.alpha, again.alpha)
+    per_kind = recalibrate(
+        lm.apply, degraded, tau, [PLANTED], probe_h, probe_b, RecalibrationConfig(steps=3, per_kind=True, utility="nll")
+    )
+    assert per_kind.alpha.shape == (1, len(sg.MODULE_KINDS)) and per_kind.coeffs.shape == (4, 3)
+    with pytest.raises(sg.SafeGeneError, match="no layer selected"):
+        recalibrate(lm.apply, degraded, tau, [], probe_h, probe_b, cfg)
+
+
+def test_adapter_round_trip_sharded_and_incompatible(setup, tmp_path, eight_devices):
+    lm, aligned, degraded, probe_h, probe_b = setup
+    adapter = SafetyAdapter.build(
+        aligned, degraded, [PLANTED], family="tiny", sources={"aligned": "test"}, probe_hash=data_hash(probe_h, probe_b)
+    )
+    assert set(adapter.layers) == {PLANTED} and all(f"layers.{PLANTED}." in p for p in adapter.vector)
+    adapter.save(tmp_path / "adapter")
+    mesh = make_mesh(data=1, fsdp=8, tensor=1)
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    shardings = {p: NamedSharding(mesh, P()) for p in adapter.vector}
+    loaded = SafetyAdapter.load(tmp_path / "adapter", shardings=shardings)
+    assert loaded.layers == [PLANTED] and loaded.metadata["family"] == "tiny"
+    assert all(v.sharding == shardings[p] for p, v in loaded.vector.items())
+    patched = loaded.apply(degraded)
+    ref = sg.apply_vector(degraded, adapter.vector, adapter.coeffs)
+    for a, b in zip(jax.tree_util.tree_leaves(patched), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    compact = SafetyAdapter.build(aligned, degraded, [PLANTED], rank=2)
+    compact.save(tmp_path / "compact")
+    again = SafetyAdapter.load(tmp_path / "compact")
+    assert any(isinstance(v, sg.LowRank) for v in again.vector.values()) and 0 < again.metadata["retained_energy"] <= 1
+    again.apply(degraded)
+    other = tiny_lm(tmp_path / "other", layers=2)
+    with pytest.raises(IncompatibleAdapterError, match="4-layer model, these params have 2 layers"):
+        adapter.apply(other.params)
+    with pytest.raises(sg.SafeGeneError, match="not a safety adapter"):
+        sg.save_tree(tmp_path / "junk", {"x": jnp.ones(2)})
+        SafetyAdapter.load(tmp_path / "junk")
+
+
+def test_baselines_match_formulas(setup):
+    _, aligned, degraded, _, _ = setup
+    tau = sg.safety_vector(aligned, degraded)
+    out = resta(degraded, tau, 0.7)
+    ref = sg.apply_vector(degraded, tau, 0.7)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(ref)))
+    both = task_arithmetic(degraded, [tau, tau], [0.5, 0.2])
+    for a, b in zip(jax.tree_util.tree_leaves(both), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    big = {"layers.0.w": jnp.ones((200, 100))}
+    dropped = dare(big, 0.75, seed=1)["layers.0.w"]
+    kept = np.asarray(dropped) != 0
+    assert abs(kept.mean() - 0.25) < 0.02 and np.allclose(np.asarray(dropped)[kept], 4.0)
+    with pytest.raises(sg.SafeGeneError):
+        dare(big, 1.0)
+
+
+def test_safe_lora_projection():
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((6, 4)).astype(np.float32)  # (in, out)
+    delta = rng.standard_normal((6, 4)).astype(np.float32)
+    proj, cos = projection_cosine(jnp.asarray(delta), jnp.asarray(v))
+    vt = v.T
+    c = vt @ vt.T / np.linalg.norm(vt)
+    want = (c @ delta.T).T
+    np.testing.assert_allclose(proj, want, rtol=1e-4, atol=1e-5)
+    assert float(cos) == pytest.approx(
+        float((delta * want).sum() / np.linalg.norm(delta) / np.linalg.norm(want)), rel=1e-4
+    )
+    base = {"layers": [{"w": jnp.zeros((6, 4))}, {"w": jnp.zeros((6, 4))}]}
+    task = {"layers": [{"w": jnp.asarray(delta)}, {"w": jnp.asarray(v)}]}  # layer 1's delta is in the subspace
+    vec = {"layers.0.w": jnp.asarray(v), "layers.1.w": jnp.asarray(v)}
+    out = safe_lora(task, vec, base_params=base, k_lowest=1)
+    np.testing.assert_allclose(out["layers"][0]["w"], want, rtol=1e-4, atol=1e-5)  # projected
+    np.testing.assert_array_equal(out["layers"][1]["w"], v)  # kept
+    out = safe_lora(task, vec, base_params=base, threshold=-2.0)
+    np.testing.assert_array_equal(out["layers"][0]["w"], delta)
