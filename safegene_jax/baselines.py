@@ -9,8 +9,8 @@
 
 Example:
     >>> import numpy as np
-    >>> p = {"layers.0.w": np.ones(4, np.float32)}
-    >>> resta({"layers": [{"w": np.ones(4, np.float32)}]}, {"layers.0.w": np.ones(4, np.float32)}, 0.5)["layers"][0]["w"].tolist()
+    >>> params = {"layers": [{"w": np.ones(4, np.float32)}]}
+    >>> resta(params, {"layers.0.w": np.ones(4, np.float32)}, 0.5)["layers"][0]["w"].tolist()
     [1.5, 1.5, 1.5, 1.5]
 """
 

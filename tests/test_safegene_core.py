@@ -32,11 +32,11 @@ def setup(tmp_path_factory):
     )
     aligned = train.align(lm, harmful, [], cfg).params
     base = nnx.state(lm.model)
-    paths, a_leaves, treedef = flatten_with_paths(aligned)
+    paths, _, treedef = flatten_with_paths(aligned)
     b_leaves = flatten_with_paths(base)[1]
     rng = np.random.default_rng(0)
     degraded = []
-    for p, a, b in zip(paths, a_leaves, b_leaves):
+    for p, b in zip(paths, b_leaves):
         d = np.asarray(b)
         if ".layers." in p:
             d = d + 1e-3 * rng.standard_normal(d.shape).astype(np.float32)
