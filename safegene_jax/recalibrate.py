@@ -14,6 +14,7 @@ few shots. The optimizer core, :func:`fit_coefficients`, takes any objective.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -83,7 +84,8 @@ def fit_coefficients(
     """Minimizes ``objective(alpha) + l2 * ||alpha - init||^2`` over ``alpha`` in ``[0, alpha_max]``.
 
     Returns ``(best_alpha, history, best_step)``; "best" is by ``val_objective`` when given (early stopping
-    after ``patience`` steps without improvement), else by the training objective.
+    after ``patience`` steps without improvement), else by the training objective. Each history record
+    has the step's losses and wall time (the first includes compilation).
     """
     init = jnp.clip(jnp.asarray(init, jnp.float32), 0.0, alpha_max)
     opt = optax.adam(learning_rate)
@@ -102,6 +104,7 @@ def fit_coefficients(
     best_alpha, best_value, best_step, since = np.asarray(init), np.inf, 0, 0
     history: list[dict] = []
     for i in range(steps):
+        t0 = time.perf_counter()
         current = np.asarray(alpha)
         alpha, state, loss = step(alpha, state)
         record = {"step": i, "train_loss": float(loss)}
@@ -109,6 +112,7 @@ def fit_coefficients(
         if val is not None:
             value = float(val(jnp.asarray(current)))
             record["val_loss"] = value
+        record["seconds"] = time.perf_counter() - t0
         history.append(record)
         if not np.isfinite(value):
             raise SafeGeneError(f"recalibration loss became {value} at step {i}; lower the learning rate")

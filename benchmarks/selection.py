@@ -1,0 +1,152 @@
+"""Layer scoring on SmolLM2-135M-Instruct: one jitted, chunk-vmapped evaluation of all 30 layers against a
+Python loop that patches each layer and runs the same jitted scoring forward, in one run.
+
+The safety vector is a random perturbation of every layer leaf (timing does not depend on its values);
+the probes are 4 harmful requests with refusals and 4 benign instructions with answers from the
+embedded data. Each variant runs in a fresh process; peak memory is reported as resident memory above
+the loaded model and probes, next to the size of the model's params.
+
+Run:
+    .venv/bin/python benchmarks/selection.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+
+def rss_gib(field="VmRSS") -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024**2
+    return float("nan")
+
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def setup(args):
+    import jax
+    import jax.numpy as jnp
+
+    import safegene_jax as sg
+    from safegene_jax import data
+
+    lm = sg.load_model("smollm2-135m-instruct")
+    params = lm.params
+    paths, leaves, _ = sg.flatten_with_paths(params)
+    key = jax.random.PRNGKey(0)
+    vec = {}
+    for p, x in zip(paths, leaves):
+        if ".layers." in p:
+            key, sub = jax.random.split(key)
+            vec[p] = 1e-3 * jax.random.normal(sub, x.shape, x.dtype)
+    tok = lm.tokenizer
+
+    def batch(rows, resp):
+        exs = [data.encode_example(tok, r["instruction"], r[resp]) for r in rows]
+        return data.batch_examples(exs, max_length=args.length, pad_id=tok.pad_token_id, overflow="truncate")
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        harmful = batch(data.load("embedded/harmful", split="probe")[: args.probes], "refusal")
+        benign = batch(data.load("embedded/benign", split="probe")[: args.probes], "response")
+    model_gib = sum(x.nbytes for x in leaves) / 1024**3
+    jax.block_until_ready(vec)
+    return lm, params, vec, harmful, benign, model_gib, jnp
+
+
+def run(args) -> dict:
+    import jax
+    import numpy as np
+
+    import safegene_jax as sg
+    from safegene_jax.selection import mean_kl, refusal_loglik, score_layers
+
+    lm, params, vec, harmful, benign, model_gib, jnp = setup(args)
+    base = rss_gib()
+    reset_peak()
+    if args.variant == "vmapped":
+        t0 = time.perf_counter()
+        scores = score_layers(lm.apply, params, vec, harmful, benign, chunk_size=args.chunk)
+        seconds = time.perf_counter() - t0
+        gains = scores.safety_gain
+    else:
+        apply = lm.apply
+
+        @jax.jit
+        def score(patched, ref_logp, ref_h):
+            gain = refusal_loglik(apply(patched, harmful["tokens"], harmful["attention_mask"]), harmful) - ref_h
+            return gain, mean_kl(ref_logp, apply(patched, benign["tokens"], benign["attention_mask"]), benign)
+
+        t0 = time.perf_counter()
+        ref_h = refusal_loglik(apply(params, harmful["tokens"], harmful["attention_mask"]), harmful)
+        ref_logp = jax.nn.log_softmax(apply(params, benign["tokens"], benign["attention_mask"])[:, :-1], axis=-1)
+        n = 30
+        gains = []
+        for layer in range(n):
+            patched = sg.apply_vector(params, vec, np.eye(n, dtype=np.float32)[layer], check_finite=False)
+            g, _ = score(patched, ref_logp, ref_h)
+            gains.append(float(g))
+            del patched
+        seconds = time.perf_counter() - t0
+    return {
+        "seconds": seconds,
+        "extra_peak_GiB": rss_gib("VmHWM") - base,
+        "model_GiB": model_gib,
+        "gains": [float(g) for g in np.asarray(gains)],
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--probes", type=int, default=4)
+    parser.add_argument("--length", type=int, default=96)
+    parser.add_argument("--chunk", type=int, default=1)
+    parser.add_argument("--variant", choices=["vmapped", "loop"], help=argparse.SUPPRESS)
+    parser.add_argument("--json")
+    args = parser.parse_args(argv)
+    if args.variant:
+        print(json.dumps(run(args)))
+        return
+    results = {}
+    common = ["--probes", str(args.probes), "--length", str(args.length), "--chunk", str(args.chunk)]
+    for variant in ("vmapped", "loop"):
+        proc = subprocess.run([sys.executable, __file__, "--variant", variant, *common], capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
+        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+    import numpy as np
+
+    agree = float(np.max(np.abs(np.array(results["vmapped"]["gains"]) - np.array(results["loop"]["gains"]))))
+    model = results["vmapped"]["model_GiB"]
+    print(
+        f"SmolLM2-135M-Instruct, 30 layers scored, {args.probes}+{args.probes} probes x {args.length} tokens, "
+        f"chunk {args.chunk}; model params {model:.2f} GiB (float32); times include compilation"
+    )
+    print(f"{'variant':<10}{'seconds':>9}{'extra peak GiB':>16}{'x model':>9}")
+    for v in ("vmapped", "loop"):
+        r = results[v]
+        print(f"{v:<10}{r['seconds']:>9.1f}{r['extra_peak_GiB']:>16.2f}{r['extra_peak_GiB'] / model:>9.2f}")
+    speedup = results["loop"]["seconds"] / results["vmapped"]["seconds"]
+    print(f"speed-up of the vmapped scoring: {speedup:.2f}x; max |gain difference| {agree:.2e}")
+    results["speedup"] = speedup
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
