@@ -16,6 +16,9 @@ if SHARED_DATA.is_dir():
 os.environ["SAFEGENE_TFDS_DIR"] = tempfile.mkdtemp(prefix="safegene-tfds-")
 os.environ["SAFEGENE_OFFLINE"] = "1"
 
+# the fixture maker needs torch, which is not a dependency; it is run by hand (see its docstring)
+collect_ignore = ["make_fixtures.py"]
+
 import jax  # noqa: E402
 import pytest  # noqa: E402
 

@@ -22,7 +22,7 @@ def tiny_model_folder(folder: pathlib.Path, layers: int = 2, seed: int = 0) -> p
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=8,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,
         tie_word_embeddings=True,
         eos_token_id=(tok.eos_token_id,),
         pad_token_id=tok.pad_token_id,

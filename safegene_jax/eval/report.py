@@ -1,0 +1,87 @@
+"""Reports: a markdown table of methods, and matplotlib plots of layer scores and the safety-utility trade-off."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Mapping
+
+import numpy as np
+
+
+def _fmt(entry: Mapping | None) -> str:
+    if not entry:
+        return "-"
+    rate = entry["rate"]
+    return f"{100 * rate:.1f} [{100 * entry['ci_low']:.1f}, {100 * entry['ci_high']:.1f}]"
+
+
+def markdown_table(results: Mapping[str, Mapping]) -> str:
+    """``results[method] = {"harmful_rate": ..., "over_refusal_rate": ..., "utility": ...}`` (each a rate dict)
+    as a markdown table in percent with 95% bootstrap intervals."""
+    lines = ["| method | harmful rate % | over-refusal % | utility % |", "|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {_fmt(r.get('harmful_rate'))} | {_fmt(r.get('over_refusal_rate'))} | "
+            f"{_fmt(r.get('utility'))} |"
+        )
+    return "\n".join(lines)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_layer_scores(scores, path: str | os.PathLike, selected=()) -> pathlib.Path:
+    """Bars of safety gain and utility cost per layer; selected layers highlighted."""
+    plt = _pyplot()
+    gain, cost = np.asarray(scores.safety_gain), np.asarray(scores.utility_cost)
+    layers = np.arange(len(gain))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    colors = ["tab:red" if i in set(selected) else "tab:blue" for i in layers]
+    ax1.bar(layers, gain, color=colors)
+    ax1.set_ylabel("safety gain\n(refusal log-lik)")
+    ax2.bar(layers, cost, color="tab:gray")
+    ax2.set_ylabel("utility cost (KL)")
+    ax2.set_xlabel("layer")
+    ax1.set_title("Per-layer scores" + (" (selected in red)" if len(selected) else ""))
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_tradeoff(results: Mapping[str, Mapping], path: str | os.PathLike) -> pathlib.Path:
+    """Harmful rate (x) against utility (y) for each method, with interval whiskers."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, r in results.items():
+        if not r.get("harmful_rate") or not r.get("utility"):
+            continue
+        h, u = r["harmful_rate"], r["utility"]
+        ax.errorbar(
+            100 * h["rate"],
+            100 * u["rate"],
+            xerr=[[100 * (h["rate"] - h["ci_low"])], [100 * (h["ci_high"] - h["rate"])]],
+            yerr=[[100 * (u["rate"] - u["ci_low"])], [100 * (u["ci_high"] - u["rate"])]],
+            fmt="o",
+            capsize=3,
+        )
+        ax.annotate(name, (100 * h["rate"], 100 * u["rate"]), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("harmful rate % (lower is safer)")
+    ax.set_ylabel("task utility % (higher is better)")
+    ax.set_title("Safety-utility trade-off")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
