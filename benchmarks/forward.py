@@ -16,18 +16,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-
-def peak_rss_gib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024**2
-    return float("nan")
+from harness import peak_rss_gib, run_sides, write_json
 
 
 def median_time(fn, repeats: int) -> float:
@@ -131,12 +123,7 @@ def main(argv=None):
             "--hf-folder",
             os.path.join(tmp, "hf"),
         ]
-        results = {}
-        for side in ("jax", "torch"):
-            proc = subprocess.run([sys.executable, __file__, "--side", side, *shared], capture_output=True, text=True)
-            if proc.returncode:
-                raise SystemExit(f"{side} side failed:\n{proc.stderr[-3000:]}")
-            results[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results = run_sides(__file__, ("jax", "torch"), "--side", shared)
 
     b, t, n = args.batch, args.prompt, args.new
     print(
@@ -154,9 +141,7 @@ def main(argv=None):
     ratio_g = results["jax"]["generate_tok_s"] / results["torch"]["generate_tok_s"]
     print(f"{'jax/torch':<10}{ratio_p:>14.2f}x{ratio_g:>15.2f}x")
     results["ratio"] = {"prefill": ratio_p, "generate": ratio_g}
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

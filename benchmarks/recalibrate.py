@@ -11,10 +11,10 @@ Run:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-import warnings
+
+from harness import embedded_batches, random_layer_vector, write_json
 
 
 def main(argv=None):
@@ -25,31 +25,13 @@ def main(argv=None):
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
-    import jax
-
     import safegene_jax as sg
-    from safegene_jax import data
     from safegene_jax.recalibrate import RecalibrationConfig, recalibrate
 
     lm = sg.load_model("smollm2-135m-instruct")
     layers = [4, 8, 12, 16, 20, 24]
-    paths, leaves, _ = sg.flatten_with_paths(lm.params)
-    key = jax.random.PRNGKey(0)
-    vec = {}
-    for p, x in zip(paths, leaves):
-        if any(f".layers.{i}." in p for i in layers):
-            key, sub = jax.random.split(key)
-            vec[p] = 1e-3 * jax.random.normal(sub, x.shape, x.dtype)
-    tok = lm.tokenizer
-
-    def batch(rows, resp):
-        exs = [data.encode_example(tok, r["instruction"], r[resp]) for r in rows]
-        return data.batch_examples(exs, max_length=args.length, pad_id=tok.pad_token_id, overflow="truncate")
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        harmful = batch(data.load("embedded/harmful", split="fewshot")[: args.shots], "refusal")
-        benign = batch(data.load("embedded/benign", split="fewshot")[: args.shots], "response")
+    vec = random_layer_vector(lm.params, layers)
+    harmful, benign = embedded_batches(lm.tokenizer, "fewshot", args.shots, args.length)
     cfg = RecalibrationConfig(steps=args.steps, learning_rate=0.05, alpha_init=0.5, patience=8, val_fraction=0.25)
     t0 = time.perf_counter()
     result = recalibrate(lm.apply, lm.params, vec, layers, harmful, benign, cfg)
@@ -79,9 +61,7 @@ def main(argv=None):
         f"train loss {out['train_loss_first_last'][0]:.4f} -> {out['train_loss_first_last'][1]:.4f}; "
         f"alpha {[round(a, 3) for a in out['final_alpha']]}"
     )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+    write_json(args.json, out)
 
 
 if __name__ == "__main__":

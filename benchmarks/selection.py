@@ -14,58 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 
-
-def rss_gib(field="VmRSS") -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024**2
-    return float("nan")
-
-
-def reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
-def setup(args):
-    import jax
-    import jax.numpy as jnp
-
-    import safegene_jax as sg
-    from safegene_jax import data
-
-    lm = sg.load_model("smollm2-135m-instruct")
-    params = lm.params
-    paths, leaves, _ = sg.flatten_with_paths(params)
-    key = jax.random.PRNGKey(0)
-    vec = {}
-    for p, x in zip(paths, leaves):
-        if ".layers." in p:
-            key, sub = jax.random.split(key)
-            vec[p] = 1e-3 * jax.random.normal(sub, x.shape, x.dtype)
-    tok = lm.tokenizer
-
-    def batch(rows, resp):
-        exs = [data.encode_example(tok, r["instruction"], r[resp]) for r in rows]
-        return data.batch_examples(exs, max_length=args.length, pad_id=tok.pad_token_id, overflow="truncate")
-
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        harmful = batch(data.load("embedded/harmful", split="probe")[: args.probes], "refusal")
-        benign = batch(data.load("embedded/benign", split="probe")[: args.probes], "response")
-    model_gib = sum(x.nbytes for x in leaves) / 1024**3
-    jax.block_until_ready(vec)
-    return lm, params, vec, harmful, benign, model_gib, jnp
+from harness import embedded_batches, peak_rss_gib, random_layer_vector, reset_peak, run_sides, write_json
 
 
 def run(args) -> dict:
@@ -75,8 +26,12 @@ def run(args) -> dict:
     import safegene_jax as sg
     from safegene_jax.selection import mean_kl, refusal_loglik, score_layers
 
-    lm, params, vec, harmful, benign, model_gib, jnp = setup(args)
-    base = rss_gib()
+    lm = sg.load_model("smollm2-135m-instruct")
+    params = lm.params
+    vec = random_layer_vector(params)
+    harmful, benign = embedded_batches(lm.tokenizer, "probe", args.probes, args.length)
+    model_gib = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) / 1024**3
+    base = peak_rss_gib("VmRSS")
     reset_peak()
     if args.variant == "vmapped":
         t0 = time.perf_counter()
@@ -104,7 +59,7 @@ def run(args) -> dict:
         seconds = time.perf_counter() - t0
     return {
         "seconds": seconds,
-        "extra_peak_GiB": rss_gib("VmHWM") - base,
+        "extra_peak_GiB": peak_rss_gib() - base,
         "model_GiB": model_gib,
         "gains": [float(g) for g in np.asarray(gains)],
     }
@@ -121,13 +76,8 @@ def main(argv=None):
     if args.variant:
         print(json.dumps(run(args)))
         return
-    results = {}
     common = ["--probes", str(args.probes), "--length", str(args.length), "--chunk", str(args.chunk)]
-    for variant in ("vmapped", "loop"):
-        proc = subprocess.run([sys.executable, __file__, "--variant", variant, *common], capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
-        results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = run_sides(__file__, ("vmapped", "loop"), "--variant", common)
     import numpy as np
 
     agree = float(np.max(np.abs(np.array(results["vmapped"]["gains"]) - np.array(results["loop"]["gains"]))))
@@ -143,9 +93,7 @@ def main(argv=None):
     speedup = results["loop"]["seconds"] / results["vmapped"]["seconds"]
     print(f"speed-up of the vmapped scoring: {speedup:.2f}x; max |gain difference| {agree:.2e}")
     results["speedup"] = speedup
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -15,18 +15,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
-
-def peak_rss_gib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024**2
-    return float("nan")
+from harness import peak_rss_gib, run_sides, write_json
 
 
 def tokens(batch: int, length: int, vocab: int):
@@ -129,12 +121,7 @@ def main(argv=None):
             "--hf-folder",
             os.path.join(tmp, "hf"),
         ]
-        results = {}
-        for side in ("jax", "torch"):
-            proc = subprocess.run([sys.executable, __file__, "--side", side, *shared], capture_output=True, text=True)
-            if proc.returncode:
-                raise SystemExit(f"{side} side failed:\n{proc.stderr[-3000:]}")
-            results[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+        results = run_sides(__file__, ("jax", "torch"), "--side", shared)
     n = args.batch * args.length
     print(
         f"SmolLM2-135M-Instruct full fine-tuning step (AdamW, clip 1.0), float32, batch {args.batch} x "
@@ -149,9 +136,7 @@ def main(argv=None):
     ratio = results["jax"]["tokens_per_s"] / results["torch"]["tokens_per_s"]
     print(f"{'jax/torch':<10}{'':>9}{ratio:>9.2f}x")
     results["ratio"] = ratio
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

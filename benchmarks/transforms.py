@@ -16,34 +16,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from harness import peak_rss_gib, reset_peak, run_sides, write_json
 
 import safegene_jax as sg
 
 GiB = 1024**3
-
-
-def rss_bytes(field: str = "VmRSS") -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def make_tree(seed: int, layers: int, hidden: int, ffn: int, dtype) -> dict:
@@ -119,12 +101,12 @@ def measure(op: str, args) -> dict:
         fn = lambda: copy(leaves)  # noqa: E731
     else:
         raise SystemExit(f"unknown op {op!r}; one of {OPS}")
-    before = rss_bytes()
+    before = peak_rss_gib("VmRSS")
     reset_peak()
     t0 = time.perf_counter()
     out = block(fn())
     first = time.perf_counter() - t0
-    peak = rss_bytes("VmHWM") - before
+    peak = peak_rss_gib() - before
     del out
     times = []
     for _ in range(args.repeats):
@@ -137,7 +119,7 @@ def measure(op: str, args) -> dict:
         "s": t,
         "first_run_s": first,
         "GBps": TRAFFIC.get(op, 3) * nbytes / t / 1e9,
-        "extra_peak_GiB": peak / GiB,
+        "extra_peak_GiB": peak,
         "tree_GiB": nbytes / GiB,
     }
 
@@ -156,7 +138,6 @@ def main(argv=None):
         print(json.dumps(measure(args.op, args)))
         return
 
-    results = {}
     shared = [
         "--layers",
         str(args.layers),
@@ -169,11 +150,8 @@ def main(argv=None):
         "--repeats",
         str(args.repeats),
     ]
-    for op in OPS:  # one fresh process each, so peak memory is not hidden by an earlier op's allocations
-        proc = subprocess.run([sys.executable, __file__, "--op", op, *shared], capture_output=True, text=True)
-        if proc.returncode:
-            raise SystemExit(f"{op} failed:\n{proc.stderr}")
-        results[op] = json.loads(proc.stdout.strip().splitlines()[-1])
+    # one fresh process each, so peak memory is not hidden by an earlier op's allocations
+    results = run_sides(__file__, OPS, "--op", shared)
 
     copy_bw = max(results["numpy_copy"]["GBps"], results["xla_copy"]["GBps"])
     out_gib = results["extract"]["tree_GiB"]
@@ -188,9 +166,7 @@ def main(argv=None):
         print(
             f"{op:<17}{r['s']:>9.3f}{r['GBps']:>8.2f}{r['ratio_to_copy']:>12.2f}{r['extra_peak_GiB']:>16.2f}{out_gib:>16.2f}"
         )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

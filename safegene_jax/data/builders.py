@@ -58,6 +58,13 @@ def _jsonl(path: pathlib.Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
+def _instruction_rows(path: pathlib.Path) -> Iterator[dict]:
+    """Alpaca-style JSON lists: instruction, optional input, output."""
+    for i, row in enumerate(json.loads(pathlib.Path(path).read_text(encoding="utf-8"))):
+        _need(row, ("instruction", "output"), path, i)
+        yield {"instruction": row["instruction"], "input": row.get("input") or "", "output": row["output"]}
+
+
 def _need(row: dict, keys: tuple[str, ...], path: pathlib.Path, i: int) -> None:
     missing = [k for k in keys if k not in row or row[k] is None]
     if missing:
@@ -214,9 +221,7 @@ class SafegeneSafetyTunedLlamas(_SafegeneBuilder):
     HOMEPAGE = "https://github.com/vinid/safety-tuned-llamas"
 
     def parse(self, path):
-        for i, row in enumerate(json.loads(pathlib.Path(path).read_text(encoding="utf-8"))):
-            _need(row, ("instruction", "output"), path, i)
-            yield {"instruction": row["instruction"], "input": row.get("input") or "", "output": row["output"]}
+        return _instruction_rows(path)
 
 
 EVAL_SETS = (
@@ -352,9 +357,7 @@ class SafegeneAlpaca(_SafegeneBuilder):
     HOMEPAGE = "https://github.com/tatsu-lab/stanford_alpaca"
 
     def parse(self, path):
-        for i, row in enumerate(json.loads(pathlib.Path(path).read_text(encoding="utf-8"))):
-            _need(row, ("instruction", "output"), path, i)
-            yield {"instruction": row["instruction"], "input": row.get("input") or "", "output": row["output"]}
+        return _instruction_rows(path)
 
 
 BUILDERS: dict[str, tuple[type[_SafegeneBuilder], str | None, str]] = {

@@ -37,6 +37,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | os.PathLike) -> pathlib.Path:
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_layer_scores(scores, path: str | os.PathLike, selected=()) -> pathlib.Path:
     """Bars of safety gain and utility cost per layer; selected layers highlighted."""
     plt = _pyplot()
@@ -50,12 +59,7 @@ def plot_layer_scores(scores, path: str | os.PathLike, selected=()) -> pathlib.P
     ax2.set_ylabel("utility cost (KL)")
     ax2.set_xlabel("layer")
     ax1.set_title("Per-layer scores" + (" (selected in red)" if len(selected) else ""))
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_tradeoff(results: Mapping[str, Mapping], path: str | os.PathLike) -> pathlib.Path:
@@ -79,9 +83,4 @@ def plot_tradeoff(results: Mapping[str, Mapping], path: str | os.PathLike) -> pa
     ax.set_ylabel("task utility % (higher is better)")
     ax.set_title("Safety-utility trade-off")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
