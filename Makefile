@@ -29,6 +29,9 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/transforms.py
 	$(BIN)/python benchmarks/forward.py
+	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/selection.py
+	$(BIN)/python benchmarks/recalibrate.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

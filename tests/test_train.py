@@ -111,8 +111,10 @@ def test_killed_run_resumes_to_the_same_params(lm, tmp_path):
         if any(s >= 4 for s in done) or child.poll() is not None:
             break
         time.sleep(0.1)
+    exited_by_itself = child.poll() is not None
     child.send_signal(signal.SIGKILL)
-    child.wait()
+    _, err = child.communicate()
+    assert not exited_by_itself, f"the training child ended before it could be killed:\n{err[-2000:]}"
     steps = RunCheckpoints(ckpt).all_steps()
     assert steps and max(steps) < 8, f"the child was not stopped mid-run: {steps}"
 
