@@ -40,11 +40,12 @@ class IncompatibleAdapterError(SafeGeneError):
 
 
 def architecture_signature(params: Any, layer_map: Any = None) -> dict:
-    """Layer count and a hash of every leaf's path, shape and dtype: equal for models of one family."""
+    """Layer count and a hash of every leaf's path and shape: equal for every model of one family, whatever
+    its dtype (a bfloat16 copy of a model is the same architecture)."""
     paths, leaves, _ = flatten_with_paths(params)
     h = hashlib.sha256()
     for p, x in zip(paths, leaves):
-        h.update(f"{p}:{tuple(x.shape)}:{np.dtype(x.dtype).name};".encode())
+        h.update(f"{p}:{tuple(x.shape)};".encode())
     return {
         "num_layers": layout(paths, [x.shape for x in leaves], layer_map).num_layers,
         "leaves": len(paths),

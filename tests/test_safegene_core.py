@@ -160,6 +160,8 @@ def test_adapter_round_trip_sharded_and_incompatible(setup, tmp_path, eight_devi
     again = SafetyAdapter.load(tmp_path / "compact")
     assert any(isinstance(v, sg.LowRank) for v in again.vector.values()) and 0 < again.metadata["retained_energy"] <= 1
     again.apply(degraded)
+    half = jax.tree.map(lambda x: x.astype(jnp.bfloat16), degraded)  # same family in another dtype
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree_util.tree_leaves(adapter.apply(half)))
     other = tiny_lm(tmp_path / "other", layers=2)
     with pytest.raises(IncompatibleAdapterError, match="4-layer model, these params have 2 layers"):
         adapter.apply(other.params)
