@@ -74,39 +74,48 @@ def fit_coefficients(
     objective: Callable,
     init: Any,
     *,
+    operands: tuple = (),
     val_objective: Callable | None = None,
+    val_operands: tuple | None = None,
     steps: int = 60,
     learning_rate: float = 0.05,
     alpha_max: float = 2.0,
     l2: float = 0.0,
     patience: int = 10,
 ) -> tuple[np.ndarray, list[dict], int]:
-    """Minimizes ``objective(alpha) + l2 * ||alpha - init||^2`` over ``alpha`` in ``[0, alpha_max]``.
+    """Minimizes ``objective(alpha, *operands) + l2 * ||alpha - init||^2`` over ``alpha`` in ``[0, alpha_max]``.
 
-    Returns ``(best_alpha, history, best_step)``; "best" is by ``val_objective`` when given (early stopping
-    after ``patience`` steps without improvement), else by the training objective. Each history record
-    has the step's losses and wall time (the first includes compilation).
+    ``operands`` (params, batches, ...) are passed to the jitted step as arguments rather than closed
+    over, so they are not baked into the compiled program as constants.
+
+    Returns ``(best_alpha, history, best_step)``; "best" is by ``val_objective(alpha, *val_operands)`` when
+    given (early stopping after ``patience`` steps without improvement), else by the training objective.
+    Each history record has the step's losses and wall time (the first includes compilation).
     """
     init = jnp.clip(jnp.asarray(init, jnp.float32), 0.0, alpha_max)
     opt = optax.adam(learning_rate)
 
-    def total(alpha):
-        return objective(alpha) + l2 * jnp.sum((alpha - init) ** 2)
-
     @jax.jit
-    def step(alpha, state):
+    def step(alpha, state, operands):
+        def total(a):
+            return objective(a, *operands) + l2 * jnp.sum((a - init) ** 2)
+
         loss, grad = jax.value_and_grad(total)(alpha)
         updates, state = opt.update(grad, state, alpha)
         return jnp.clip(optax.apply_updates(alpha, updates), 0.0, alpha_max), state, loss
 
-    val = jax.jit(val_objective) if val_objective is not None else None
+    val = None
+    if val_objective is not None:
+        val_ops = operands if val_operands is None else val_operands
+        val_jit = jax.jit(lambda a, ops: val_objective(a, *ops))
+        val = lambda a: val_jit(a, val_ops)  # noqa: E731
     alpha, state = init, opt.init(init)
     best_alpha, best_value, best_step, since = np.asarray(init), np.inf, 0, 0
     history: list[dict] = []
     for i in range(steps):
         t0 = time.perf_counter()
         current = np.asarray(alpha)
-        alpha, state, loss = step(alpha, state)
+        alpha, state, loss = step(alpha, state, operands)
         record = {"step": i, "train_loss": float(loss)}
         value = float(loss)
         if val is not None:
@@ -175,34 +184,34 @@ def recalibrate(
     h_train, h_val = _split(harmful, cfg.val_fraction, cfg.seed)
     u_train, u_val = _split(utility, cfg.val_fraction, cfg.seed + 1)
 
-    def make(hb, ub):
-        ref = None
+    def objective(alpha, params, vec, hb, ub, ref):
+        patched = apply_vector(params, vec, full(alpha), mask=mask, layer_map=layer_map, check_finite=False)
+        safety = -refusal_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb)
+        logits = apply(patched, ub["tokens"], ub["attention_mask"])
         if cfg.utility == "kl":
-            ref = jax.nn.log_softmax(apply(task_params, ub["tokens"], ub["attention_mask"])[:, :-1], axis=-1)
+            util = mean_kl(ref, logits, ub)
+        else:
+            nll, count = token_nll(logits, ub["tokens"], ub["loss_mask"])
+            util = nll / jnp.maximum(count, 1.0)
+        return safety + cfg.lam * util
 
-        def objective(alpha):
-            patched = apply_vector(task_params, vec, full(alpha), mask=mask, layer_map=layer_map, check_finite=False)
-            safety = -refusal_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb)
-            logits = apply(patched, ub["tokens"], ub["attention_mask"])
-            if cfg.utility == "kl":
-                util = mean_kl(ref, logits, ub)
-            else:
-                nll, count = token_nll(logits, ub["tokens"], ub["loss_mask"])
-                util = nll / jnp.maximum(count, 1.0)
-            return safety + cfg.lam * util
-
-        return objective
-
-    objective = make(h_train, u_train)
-    val_objective = (
-        make(h_val if h_val is not None else h_train, u_val if u_val is not None else u_train)
-        if (h_val is not None or u_val is not None)
-        else None
+    reference = jax.jit(
+        lambda params, ub: jax.nn.log_softmax(apply(params, ub["tokens"], ub["attention_mask"])[:, :-1], axis=-1)
     )
+
+    def operands(hb, ub):
+        ref = reference(task_params, ub) if cfg.utility == "kl" else jnp.zeros(())
+        return (task_params, vec, hb, ub, ref)
+
+    val_operands = None
+    if h_val is not None or u_val is not None:
+        val_operands = operands(h_val if h_val is not None else h_train, u_val if u_val is not None else u_train)
     alpha, history, best = fit_coefficients(
         objective,
         jnp.full(shape, cfg.alpha_init),
-        val_objective=val_objective,
+        operands=operands(h_train, u_train),
+        val_objective=objective if val_operands is not None else None,
+        val_operands=val_operands,
         steps=cfg.steps,
         learning_rate=cfg.learning_rate,
         alpha_max=cfg.alpha_max,
