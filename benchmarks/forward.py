@@ -16,10 +16,9 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 
-from harness import peak_rss_gib, run_sides, write_json
+from harness import compare_with_torch, peak_rss_gib, write_json
 
 
 def median_time(fn, repeats: int) -> float:
@@ -105,13 +104,10 @@ def main(argv=None):
         print(json.dumps(run_jax(args) if args.side == "jax" else run_torch(args)))
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        from safegene_jax.models import export_hf, load_model
-
-        export_hf(load_model(args.model).model, os.path.join(tmp, "hf"))
-        shared = [
-            "--model",
-            args.model,
+    results = compare_with_torch(
+        __file__,
+        args.model,
+        [
             "--batch",
             str(args.batch),
             "--prompt",
@@ -120,10 +116,8 @@ def main(argv=None):
             str(args.new),
             "--repeats",
             str(args.repeats),
-            "--hf-folder",
-            os.path.join(tmp, "hf"),
-        ]
-        results = run_sides(__file__, ("jax", "torch"), "--side", shared)
+        ],
+    )
 
     b, t, n = args.batch, args.prompt, args.new
     print(

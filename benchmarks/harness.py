@@ -36,6 +36,20 @@ def run_sides(script: str, sides, flag: str, args: list[str]) -> dict:
     return results
 
 
+def compare_with_torch(script: str, model: str, args: list[str]) -> dict:
+    """Exports ``model`` to a temporary Hugging Face folder, then runs the ``jax`` and ``torch`` sides of
+    ``script`` (``--side``), each given ``--model``, ``args`` and ``--hf-folder``."""
+    import os
+    import tempfile
+
+    from safegene_jax.models import export_hf, load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = os.path.join(tmp, "hf")
+        export_hf(load_model(model).model, folder)
+        return run_sides(script, ("jax", "torch"), "--side", ["--model", model, *args, "--hf-folder", folder])
+
+
 def random_layer_vector(params, layers=None, scale: float = 1e-3, seed: int = 0) -> dict:
     """A random vector over the layer leaves of ``params`` (all layers, or ``layers``)."""
     import jax

@@ -15,10 +15,9 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 
-from harness import peak_rss_gib, run_sides, write_json
+from harness import compare_with_torch, peak_rss_gib, write_json
 
 
 def tokens(batch: int, length: int, vocab: int):
@@ -105,23 +104,9 @@ def main(argv=None):
     if args.side:
         print(json.dumps(run_jax(args) if args.side == "jax" else run_torch(args)))
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        from safegene_jax.models import export_hf, load_model
-
-        export_hf(load_model(args.model).model, os.path.join(tmp, "hf"))
-        shared = [
-            "--model",
-            args.model,
-            "--batch",
-            str(args.batch),
-            "--length",
-            str(args.length),
-            "--steps",
-            str(args.steps),
-            "--hf-folder",
-            os.path.join(tmp, "hf"),
-        ]
-        results = run_sides(__file__, ("jax", "torch"), "--side", shared)
+    results = compare_with_torch(
+        __file__, args.model, ["--batch", str(args.batch), "--length", str(args.length), "--steps", str(args.steps)]
+    )
     n = args.batch * args.length
     print(
         f"SmolLM2-135M-Instruct full fine-tuning step (AdamW, clip 1.0), float32, batch {args.batch} x "
