@@ -28,7 +28,6 @@ from safegene_jax.paths import first_difference
 from safegene_jax.transforms import as_vector
 
 
-@functools.partial(jax.jit, static_argnames=("plan", "num_layers"))
 def _layer_dots(a_leaves, b_leaves, plan: tuple[LeafLayer, ...], num_layers: int):
     acc = jnp.zeros((num_layers, len(MODULE_KINDS)), jnp.float32)
     for a, b, place in zip(a_leaves, b_leaves, plan):
@@ -38,6 +37,21 @@ def _layer_dots(a_leaves, b_leaves, plan: tuple[LeafLayer, ...], num_layers: int
         elif place.layer is not None:
             acc = acc.at[place.layer, place.kind].add(jnp.sum(prod))
     return acc
+
+
+_layer_squares = jax.jit(
+    lambda a, plan, num_layers: _layer_dots(a, a, plan, num_layers), static_argnames=("plan", "num_layers")
+)
+
+
+@functools.partial(jax.jit, static_argnames=("plan", "num_layers"))
+def _cosine_parts(a_leaves, b_leaves, plan: tuple[LeafLayer, ...], num_layers: int):
+    """``a.b``, ``a.a`` and ``b.b`` per layer and kind, in one compiled program."""
+    return (
+        _layer_dots(a_leaves, b_leaves, plan, num_layers),
+        _layer_dots(a_leaves, a_leaves, plan, num_layers),
+        _layer_dots(b_leaves, b_leaves, plan, num_layers),
+    )
 
 
 def _plan(vec: dict, layer_map: Any, num_layers: int | None):
@@ -63,7 +77,7 @@ def layer_norms(vector: Any, *, layer_map: Any = None, num_layers: int | None = 
     """
     vec = as_vector(vector)
     plan, n = _plan(vec, layer_map, num_layers)
-    sq = _layer_dots(list(vec.values()), list(vec.values()), plan, n)
+    sq = _layer_squares(list(vec.values()), plan, n)
     return jnp.sqrt(sq if by_kind else jnp.sum(sq, axis=1))
 
 
@@ -81,7 +95,7 @@ def layer_cosines(a: Any, b: Any, *, layer_map: Any = None, num_layers: int | No
             raise TreeMismatchError(f"shape mismatch at {path!r}: {tuple(va[path].shape)} vs {tuple(vb[path].shape)}")
     plan, n = _plan(va, layer_map, num_layers)
     la, lb = list(va.values()), [vb[p] for p in va]
-    dot, na, nb = _layer_dots(la, lb, plan, n), _layer_dots(la, la, plan, n), _layer_dots(lb, lb, plan, n)
+    dot, na, nb = _cosine_parts(la, lb, plan, n)
     if not by_kind:
         dot, na, nb = (jnp.sum(x, axis=1) for x in (dot, na, nb))
     denom = jnp.sqrt(na * nb)

@@ -106,17 +106,21 @@ class TrainResult:
     step: int
 
 
-def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+def lr_schedule(cfg: TrainConfig) -> optax.Schedule:
+    """Linear warmup from 0 to the peak, then cosine decay to ``peak * end_lr_ratio`` at ``cfg.steps``."""
     warmup = min(cfg.warmup_steps, max(cfg.steps - 1, 0))
-    schedule = optax.warmup_cosine_decay_schedule(
+    return optax.warmup_cosine_decay_schedule(
         init_value=0.0,
         peak_value=cfg.learning_rate,
         warmup_steps=warmup,
         decay_steps=max(cfg.steps, warmup + 1),
         end_value=cfg.learning_rate * cfg.end_lr_ratio,
     )
+
+
+def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return optax.chain(
-        optax.clip_by_global_norm(cfg.max_grad_norm), optax.adamw(schedule, weight_decay=cfg.weight_decay)
+        optax.clip_by_global_norm(cfg.max_grad_norm), optax.adamw(lr_schedule(cfg), weight_decay=cfg.weight_decay)
     )
 
 
@@ -290,13 +294,7 @@ def sft(
 
         bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", leave=False)
     batch_sharding = _batch_sharding(mesh) if mesh is not None else None
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0,
-        cfg.learning_rate,
-        min(cfg.warmup_steps, cfg.steps - 1),
-        max(cfg.steps, 1),
-        cfg.learning_rate * cfg.end_lr_ratio,
-    )
+    schedule = lr_schedule(cfg)  # the optimizer's own, for the logged learning rate
     meta = {"steps": cfg.steps, "examples": len(examples), "lora": cfg.lora is not None}
     try:
         for s in range(start, cfg.steps):

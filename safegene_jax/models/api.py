@@ -189,5 +189,5 @@ def generate_text(
             ids.append(tok.encode(text, add_special_tokens=False))
         else:
             ids.append(tok.encode(p))
-    out = generate((lm.graphdef, lm.params), ids, params=params, **kwargs)
+    out = generate(lm.split(), ids, params=params, **kwargs)
     return [tok.decode(row, skip_special_tokens=True) for row in out]

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding
 
 from safegene_jax.errors import SafeGeneError
 from safegene_jax.models.config import LlamaConfig
@@ -151,8 +152,6 @@ def build_model(
         t, transform = plan[path]
         value = np.asarray(transform(t.read())).astype(jnp.dtype(param_dtype))
         if mesh is not None:
-            from jax.sharding import NamedSharding
-
             leaves.append(jax.device_put(value, NamedSharding(mesh, spec_for(path, value.shape, sizes, rules))))
         else:
             leaves.append(jax.device_put(value))
