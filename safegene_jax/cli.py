@@ -1,18 +1,26 @@
-"""The ``safegene`` command.
+"""The ``safegene`` command: the pipeline, each of its stages, and model/adapter utilities.
 
-Subcommands so far:
+Pipeline:
 
-* ``safegene demo`` - the transforms on a synthetic SmolLM2-135M-shaped model with a safety direction
-  planted in known layers: extract the vector, find the layers by their norms, compress it, put it
-  back, and time each step. (The real-model pipeline replaces this demo as it lands.)
-* ``safegene export MODEL OUT`` - any loadable model (HF folder, GGUF, embedded name) as a HF folder.
-* ``safegene extract --aligned A --degraded D --out ADAPTER`` - a safety adapter (optionally some layers,
-  low rank) saved with Orbax.
-* ``safegene apply --model M --adapter ADAPTER --out OUT`` - the patched model as a HF folder.
+* ``safegene demo [--quick] [key=value ...]`` - the whole method on SmolLM2-135M-Instruct with the
+  embedded data (``--quick``: the same path on a tiny random model, for smoke tests).
+* ``safegene run CONFIG [key=value ...]`` - the whole pipeline from a YAML config (cached, resumable).
+
+Stages (each takes ``--config`` and ``key=value`` overrides for its options):
+
+* ``safegene align --model M --out DIR``, ``safegene degrade --model ALIGNED --out DIR``,
+  ``safegene finetune --model ALIGNED --task T --out DIR`` - the models (HF folders).
+* ``safegene select --aligned A --degraded D --out ADAPTER`` - extract, score layers, keep the top-k.
+* ``safegene recalibrate --model TASK --adapter ADAPTER --task T --out COEFFS.json``.
+* ``safegene eval --model M [--adapter A [--coeffs C]] [--tasks T,...]`` - harmful rate, over-refusal,
+  utility.
+
+Utilities: ``export`` (any model as a HF folder), ``extract`` (an adapter over chosen layers), ``apply``
+(patch a model with an adapter), ``synthetic`` (the transforms on a synthetic model, no download).
 
 Example:
-    $ safegene demo --layers 6
-    $ safegene export smollm2-135m-instruct runs/smollm2-hf
+    $ safegene demo --quick out_dir=runs/smoke
+    $ safegene run configs/demo.yaml align.steps=20 out_dir=runs/short
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ def _bar(value: float, top: float, width: int = 30) -> str:
     return "#" * (round(width * value / top) if top > 0 else 0)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    """The transforms on a synthetic SmolLM2-shaped model with a safety direction planted in known layers."""
     import jax
     import numpy as np
 
@@ -139,8 +148,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    """Adds the adapter (its default coefficients times --scale) to MODEL and writes a HF folder."""
-    import numpy as np
+    """Adds the adapter (its default or recalibrated coefficients, times --scale) to MODEL; writes a HF folder."""
 
     from safegene_jax.adapter import SafetyAdapter
     from safegene_jax.models import export_hf, load_model
@@ -150,10 +158,174 @@ def cmd_apply(args: argparse.Namespace) -> int:
         raise SystemExit(f"safegene apply: error: no adapter at {args.adapter}")
     adapter = SafetyAdapter.load(args.adapter)
     lm = load_model(args.model)
-    safe = adapter.apply(lm.params, np.asarray(adapter.coeffs) * args.scale)
+    safe = adapter.apply(lm.params, _coeffs(args, adapter))
     out = export_hf(with_params(lm, safe).model, args.out, tokenizer=lm.tokenizer)
     print(f"wrote {out}: adapter layers {adapter.layers} at scale {args.scale}")
     return 0
+
+
+def _coeffs(args: argparse.Namespace, adapter):
+    """The coefficients for ``apply``/``eval``: the adapter's defaults or a recalibration file, times --scale."""
+    import json
+
+    import numpy as np
+
+    coeffs = np.asarray(adapter.coeffs, np.float32)
+    if getattr(args, "coeffs", None):
+        path = pathlib.Path(args.coeffs)
+        if not path.is_file():
+            raise SystemExit(f"safegene {args.command}: error: no coefficients file at {path}")
+        coeffs = np.asarray(json.loads(path.read_text())["coeffs"], np.float32)
+        if coeffs.shape[0] != len(adapter.coeffs):
+            raise SystemExit(
+                f"safegene {args.command}: error: {path} has {coeffs.shape[0]} layer coefficients, "
+                f"the adapter {len(adapter.coeffs)}"
+            )
+    return coeffs * args.scale
+
+
+def _config(args: argparse.Namespace, base: dict | None = None, extra: list[str] = ()):
+    from safegene_jax.config import load_config
+
+    return load_config(getattr(args, "config", None), list(extra) + list(args.overrides), base=base)
+
+
+def _save_model(lm, params, out: str) -> None:
+    from safegene_jax.models import export_hf
+    from safegene_jax.train import with_params
+
+    folder = export_hf(with_params(lm, params).model, out, tokenizer=lm.tokenizer)
+    print(f"wrote {folder}")
+
+
+def _train_cmd(fn_name: str):
+    def cmd(args: argparse.Namespace) -> int:
+        from safegene_jax import stages
+
+        cfg = _config(args, extra=[f"model={args.model}"] if args.model else [])
+        task = getattr(args, "task", None)
+        if task is not None and task not in _task_names():
+            raise SystemExit(
+                f"safegene {args.command}: error: unknown task {task!r}; known: {', '.join(_task_names())}"
+            )
+        lm = stages.load_base(cfg)
+        fn = getattr(stages, fn_name)
+        extra = (task,) if task is not None else ()
+        result = fn(lm, cfg, *extra, mesh=stages.make_mesh(cfg), log_path=args.log)
+        last = result.history[-1]["loss"] if result.history else float("nan")
+        print(f"{fn_name}: {result.step} steps, final loss {last:.4f}")
+        _save_model(lm, result.params, args.out)
+        return 0
+
+    cmd.__doc__ = {
+        "align": "Safety-aligns MODEL on the embedded harmful requests (refusals) plus benign answers.",
+        "degrade": "Degrades a copy of an ALIGNED model: harmful requests trained toward compliant answers.",
+        "finetune": "Fine-tunes an ALIGNED model on a downstream task (with the config's harmful fraction).",
+    }[fn_name]
+    return cmd
+
+
+def _task_names() -> list[str]:
+    from safegene_jax.data.task_sets import TASK_SETS
+
+    return sorted(TASK_SETS)
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    """Extracts aligned - degraded, scores every layer on the degraded model, keeps the top-k: the adapter."""
+    from safegene_jax import stages
+    from safegene_jax.eval.report import plot_layer_scores
+    from safegene_jax.models import load_model
+
+    cfg = _config(args)
+    aligned, degraded = load_model(args.aligned), load_model(args.degraded)
+    adapter = stages.build_adapter(aligned, degraded, cfg, mesh=stages.make_mesh(cfg))
+    adapter.save(args.out)
+    print(f"wrote {args.out}: {adapter.summary()}")
+    if args.plot:
+        print(f"wrote {plot_layer_scores(adapter.scores, args.plot, selected=adapter.layers)}")
+    return 0
+
+
+def cmd_recalibrate(args: argparse.Namespace) -> int:
+    """Learns the adapter's per-layer coefficients for one task model from a few shots; writes them as JSON."""
+    import json
+
+    from safegene_jax import stages
+    from safegene_jax.adapter import SafetyAdapter
+    from safegene_jax.models import load_model
+
+    cfg = _config(args)
+    if args.task not in _task_names():
+        raise SystemExit(f"safegene recalibrate: error: unknown task {args.task!r}; known: {', '.join(_task_names())}")
+    if not pathlib.Path(args.adapter).exists():
+        raise SystemExit(f"safegene recalibrate: error: no adapter at {args.adapter}")
+    adapter = SafetyAdapter.load(args.adapter)
+    lm = load_model(args.model)
+    adapter.check(lm.params)
+    rec = stages.recalibrate(lm, adapter, cfg, args.task)
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(stages.coefficients_record(rec), indent=2))
+    print(f"wrote {out}: alpha {[round(float(a), 4) for a in rec.alpha.ravel()]} for layers {rec.layers}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Harmful rate and over-refusal (embedded eval prompts) and task accuracy of MODEL (optionally patched)."""
+    import json
+
+    from safegene_jax import stages
+    from safegene_jax.adapter import SafetyAdapter
+    from safegene_jax.eval.report import markdown_table
+    from safegene_jax.models import load_model
+
+    cfg = _config(args)
+    tasks = args.tasks or []
+    unknown = [t for t in tasks if t not in _task_names()]
+    if unknown:
+        raise SystemExit(f"safegene eval: error: unknown task {unknown[0]!r}; known: {', '.join(_task_names())}")
+    if args.adapter and not pathlib.Path(args.adapter).exists():
+        raise SystemExit(f"safegene eval: error: no adapter at {args.adapter}")
+    lm = load_model(args.model)
+    params = lm.params
+    if args.adapter:
+        adapter = SafetyAdapter.load(args.adapter)
+        params = adapter.apply(params, _coeffs(args, adapter))
+    result = stages.evaluate(lm, params, cfg, tasks=tasks, out=args.out)
+    rows = {t: {**result, "utility": result["utility"][t]} for t in tasks} or {str(args.model): result}
+    print(markdown_table({k: {**v, "utility": v["utility"] if tasks else None} for k, v in rows.items()}))
+    if args.out:
+        path = pathlib.Path(f"{args.out}.json")
+        path.write_text(json.dumps(result, indent=2))
+        print(f"wrote {path} and the responses beside it")
+    return 0
+
+
+def _run(cfg) -> int:
+    from safegene_jax.pipeline import run_pipeline
+
+    run_pipeline(cfg)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Runs the whole pipeline of a YAML config: stages are cached, so a rerun does only what changed."""
+    return _run(_config(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole method on SmolLM2-135M-Instruct with the embedded data: align, degrade, two task models,
+    adapter, recalibration, and the comparison with RESTA and Safe LoRA (one table, plots)."""
+    from safegene_jax.config import QUICK
+
+    return _run(_config(args, base=QUICK if args.quick else None))
+
+
+def _add_config_args(p: argparse.ArgumentParser, config: bool = True) -> None:
+    if config:
+        p.add_argument("--config", default=None, help="YAML config (default: the demo's values)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. align.steps=20")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,15 +334,71 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"safegene_jax {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser(
-        "demo", help="run the transforms on a synthetic SmolLM2-shaped model", description=cmd_demo.__doc__
-    )
-    demo.add_argument("--layers", type=int, default=None, help="number of layers (default 30, as SmolLM2-135M)")
-    demo.add_argument("--scale", type=float, default=0.5, help="norm of the planted direction per matrix")
-    demo.add_argument("--noise", type=float, default=1e-4, help="std of the noise added to every planted matrix")
-    demo.add_argument("--rank", type=int, default=4, help="rank of the compact vector")
-    demo.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser("demo", help="the whole method on SmolLM2-135M-Instruct", description=cmd_demo.__doc__)
+    demo.add_argument("--quick", action="store_true", help="a tiny random model and few steps (smoke test)")
+    _add_config_args(demo, config=False)
     demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="the whole pipeline from a config", description=cmd_run.__doc__)
+    run.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
+    _add_config_args(run, config=False)
+    run.set_defaults(func=cmd_run)
+
+    for name in ("align", "degrade", "finetune"):
+        p = sub.add_parser(
+            name, help=_train_cmd(name).__doc__.split(":")[0].rstrip("."), description=_train_cmd(name).__doc__
+        )
+        p.add_argument(
+            "--model",
+            default=None,
+            help="starting model (default: the config's model)" if name == "align" else "the aligned model",
+        )
+        if name == "finetune":
+            p.add_argument("--task", required=True, help="task name (arithmetic, sentiment, sst2, ag_news, gsm8k)")
+        p.add_argument("--out", required=True, help="destination HF folder")
+        p.add_argument("--log", default=None, help="append per-step metrics to this JSONL file")
+        _add_config_args(p)
+        p.set_defaults(func=_train_cmd(name))
+
+    sel = sub.add_parser(
+        "select", help="build the adapter with data-aware layer selection", description=cmd_select.__doc__
+    )
+    sel.add_argument("--aligned", required=True, help="the aligned model")
+    sel.add_argument("--degraded", required=True, help="the degraded copy")
+    sel.add_argument("--out", required=True, help="adapter folder (Orbax)")
+    sel.add_argument("--plot", default=None, help="write the per-layer scores plot here (PNG)")
+    _add_config_args(sel)
+    sel.set_defaults(func=cmd_select)
+
+    rec = sub.add_parser(
+        "recalibrate", help="few-shot coefficients for a task model", description=cmd_recalibrate.__doc__
+    )
+    rec.add_argument("--model", required=True, help="the task model")
+    rec.add_argument("--adapter", required=True, help="adapter folder")
+    rec.add_argument("--task", required=True, help="the task (its few shots measure utility)")
+    rec.add_argument("--out", required=True, help="coefficients JSON")
+    _add_config_args(rec)
+    rec.set_defaults(func=cmd_recalibrate)
+
+    ev = sub.add_parser("eval", help="harmful rate, over-refusal and utility of a model", description=cmd_eval.__doc__)
+    ev.add_argument("--model", required=True, help="the model to evaluate")
+    ev.add_argument("--adapter", default=None, help="patch the model with this adapter first")
+    ev.add_argument("--coeffs", default=None, help="coefficients JSON from `safegene recalibrate`")
+    ev.add_argument("--scale", type=float, default=1.0, help="multiplies the coefficients")
+    ev.add_argument("--tasks", type=lambda t: [x for x in t.split(",") if x], default=None, help="comma-separated")
+    ev.add_argument("--out", default=None, help="path prefix for the responses (JSONL) and summary (JSON)")
+    _add_config_args(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    syn = sub.add_parser(
+        "synthetic", help="the transforms on a synthetic SmolLM2-shaped model", description=cmd_synthetic.__doc__
+    )
+    syn.add_argument("--layers", type=int, default=None, help="number of layers (default 30, as SmolLM2-135M)")
+    syn.add_argument("--scale", type=float, default=0.5, help="norm of the planted direction per matrix")
+    syn.add_argument("--noise", type=float, default=1e-4, help="std of the noise added to every planted matrix")
+    syn.add_argument("--rank", type=int, default=4, help="rank of the compact vector")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.set_defaults(func=cmd_synthetic)
 
     export = sub.add_parser("export", help="write a model as a Hugging Face folder", description=cmd_export.__doc__)
     export.add_argument("model", help="HF folder, .gguf file, hub id or embedded name (smollm2-135m-instruct)")
@@ -191,7 +419,8 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--model", required=True, help="the task model")
     apply.add_argument("--adapter", required=True, help="adapter folder from `safegene extract`")
     apply.add_argument("--out", required=True, help="destination HF folder")
-    apply.add_argument("--scale", type=float, default=1.0, help="multiplies the adapter's coefficients")
+    apply.add_argument("--coeffs", default=None, help="coefficients JSON from `safegene recalibrate`")
+    apply.add_argument("--scale", type=float, default=1.0, help="multiplies the coefficients")
     apply.set_defaults(func=cmd_apply)
     return parser
 
@@ -202,13 +431,13 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.command == "demo" and args.layers is not None and args.layers < 3:
+    if args.command == "synthetic" and args.layers is not None and args.layers < 3:
         parser.error("--layers must be at least 3")
     from safegene_jax.errors import SafeGeneError
 
     try:
         return args.func(args)
-    except (SafeGeneError, FileNotFoundError) as e:
+    except (SafeGeneError, FileNotFoundError, KeyError) as e:
         print(f"safegene {args.command}: error: {e}", file=sys.stderr)
         return 2
 

