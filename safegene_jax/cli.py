@@ -433,9 +433,14 @@ def main(argv=None) -> int:
         return 2
     if args.command == "synthetic" and args.layers is not None and args.layers < 3:
         parser.error("--layers must be at least 3")
+    import os
+
+    from safegene_jax.distributed import maybe_initialize
     from safegene_jax.errors import SafeGeneError
 
     try:
+        # before any device is touched; SAFEGENE_MULTIHOST=auto joins the other hosts of a TPU slice
+        maybe_initialize(os.environ.get("SAFEGENE_MULTIHOST", "auto"))
         return args.func(args)
     except (SafeGeneError, FileNotFoundError, KeyError) as e:
         print(f"safegene {args.command}: error: {e}", file=sys.stderr)

@@ -12,7 +12,7 @@ Example:
     Traceback (most recent call last):
     ...
     safegene_jax.config.ConfigError: align.stepz: unknown key; align has: steps, batch_size, grad_accum, \
-learning_rate, warmup_steps, max_length, lora_rank, compute_dtype, save_every, benign
+learning_rate, warmup_steps, max_length, lora_rank, compute_dtype, save_every, length_bucket, benign
 """
 
 from __future__ import annotations
@@ -86,9 +86,10 @@ class TrainSection:
     lora_rank: int = 0
     compute_dtype: str = "float32"
     save_every: int = 20
+    length_bucket: int = 32  # pad lengths to a multiple: = max_length compiles one step (accelerators)
 
     def check(self, key: str) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "max_length", "save_every"):
+        for name in ("steps", "batch_size", "grad_accum", "max_length", "save_every", "length_bucket"):
             _require(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
         _require(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
         _require(self.lora_rank >= 0, f"{key}.lora_rank", "must be >= 0 (0: full fine-tuning)")
@@ -146,7 +147,7 @@ class SelectSection:
     probes: int = 8
     max_length: int = 96
     strength: float = 1.0
-    top_k: int = 6
+    top_k: int = 10
     utility_weight: float = 0.0
     chunk_size: int = 1
     rank: int = 0
@@ -165,17 +166,23 @@ class RecalibrateSection:
     shots: int = 8
     max_length: int = 96
     steps: int = 30
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     alpha_init: float = 1.0
-    alpha_max: float = 2.0
+    alpha_max: float = 3.0
     l2: float = 0.01
     lam: float = 1.0
     utility: str = "nll"
     per_kind: bool = False
     val_fraction: float = 0.25
     patience: int = 8
+    safety: str = "contrast"
+    onset_tokens: int = 4
+    margin: float = 1.0
 
     def check(self, key: str) -> None:
+        _require(
+            self.safety in ("contrast", "refusal"), f"{key}.safety", f"must be contrast or refusal, got {self.safety!r}"
+        )
         _require(self.shots >= 2, f"{key}.shots", "must be >= 2")
         _require(self.max_length >= 1, f"{key}.max_length", "must be >= 1")
         _require(self.utility in ("nll", "kl"), f"{key}.utility", f"must be nll or kl, got {self.utility!r}")

@@ -58,7 +58,9 @@ def stage_keys(cfg: PipelineConfig) -> dict[str, str]:
     for t in cfg.finetune.tasks:
         keys[f"finetune/{t}"] = _hash("finetune", keys["align"], ft, t, d["seed"])
         keys[f"recalibrate/{t}"] = _hash("recalibrate", keys["adapter"], keys[f"finetune/{t}"], d["recalibrate"])
-    ev = d["eval"]
+    from safegene_jax.eval.judges import JUDGE_RULES, REFUSAL_STRINGS
+
+    ev = {**d["eval"], "judge": _hash(REFUSAL_STRINGS, JUDGE_RULES)}  # a changed judge re-judges
     keys["eval/aligned"] = _hash("eval", keys["align"], ev, cfg.finetune.tasks)
     keys["eval/degraded"] = _hash("eval", keys["degrade"], ev)
     b = d["baselines"]
@@ -289,6 +291,7 @@ def _row(safety: dict, utility: dict | None) -> dict:
         "harmful_rate": safety.get("harmful_rate"),
         "over_refusal_rate": safety.get("over_refusal_rate"),
         "utility": utility,
+        "degenerate_rate": safety.get("degenerate_rate"),
     }
 
 

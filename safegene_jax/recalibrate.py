@@ -2,8 +2,15 @@
 
 The objective for a task model is
 
-    loss(alpha) = -refusal_loglik(harmful few shots | task + sum_l alpha_l tau_l)
-                  + lam * utility(alpha) + l2 * ||alpha - alpha_init||^2
+    loss(alpha) = safety(alpha) + lam * utility(alpha) + l2 * ||alpha - alpha_init||^2
+
+with ``safety`` either ``-refusal_loglik`` of the harmful few shots' refusals under
+``task + sum_l alpha_l tau_l`` (``safety='refusal'``), or (``safety='contrast'``, the default) the
+refusal *onset* against the compliant onset: per prompt, ``d`` = mean log-probability of the first
+``onset_tokens`` refusal tokens minus that of the first compliant ("Sure, here is") tokens, and the loss
+is ``mean(softplus(margin - d))``. The whole-refusal likelihood is a poor proxy: a strongly patched
+model refuses in its own words, so the likelihood of one fixed refusal text falls while refusals rise;
+the onset contrast rises with the refusal rate and saturates once refusing is clearly preferred.
 
 where ``utility`` is the task-answer NLL on task few shots (``utility='nll'``) or the KL divergence from
 the unpatched task model on benign prompts (``utility='kl'``). Only ``alpha`` is trained, with optax
@@ -35,7 +42,8 @@ from safegene_jax.transforms import apply_vector, as_vector, assert_finite
 class RecalibrationConfig:
     """Options: ``steps``, ``learning_rate``, bounds ``[0, alpha_max]``, ``l2`` pull to the initial value,
     ``lam`` (utility weight), ``utility`` ('kl' or 'nll'), ``per_kind`` (one coefficient per layer and
-    module kind), ``val_fraction`` of the few shots held out, ``patience`` (steps without improvement)."""
+    module kind), ``val_fraction`` of the few shots held out, ``patience`` (steps without improvement),
+    ``safety`` ('contrast' or 'refusal', see the module docstring) with ``onset_tokens`` and ``margin``."""
 
     steps: int = 60
     learning_rate: float = 0.05
@@ -48,10 +56,17 @@ class RecalibrationConfig:
     val_fraction: float = 0.25
     patience: int = 10
     seed: int = 0
+    safety: str = "contrast"
+    onset_tokens: int = 4
+    margin: float = 1.0
 
     def __post_init__(self):
         if self.utility not in ("kl", "nll"):
             raise SafeGeneError(f"utility must be 'kl' or 'nll', got {self.utility!r}")
+        if self.safety not in ("contrast", "refusal"):
+            raise SafeGeneError(f"safety must be 'contrast' or 'refusal', got {self.safety!r}")
+        if self.onset_tokens < 1:
+            raise SafeGeneError(f"onset_tokens must be >= 1, got {self.onset_tokens}")
         if not self.alpha_max > 0 or self.steps < 1 or self.patience < 1:
             raise SafeGeneError("need alpha_max > 0, steps >= 1 and patience >= 1")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -134,6 +149,21 @@ def fit_coefficients(
     return best_alpha, history, best_step
 
 
+def onset(batch: dict, k: int) -> dict:
+    """``batch`` with ``loss_mask`` kept on the first ``k`` response tokens of each row only."""
+    mask = jnp.asarray(batch["loss_mask"])
+    return {**batch, "loss_mask": mask * (jnp.cumsum(mask, axis=1) <= k).astype(mask.dtype)}
+
+
+def row_loglik(logits, batch) -> jax.Array:
+    """Per-row mean log-probability of the ``loss_mask`` tokens, ``(B,)``."""
+    logits = logits[:, :-1]
+    targets = batch["tokens"][:, 1:]
+    mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
+    logp = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(logits, axis=-1)
+    return jnp.sum(logp * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+
+
 def _split(batch: dict, val_fraction: float, seed: int) -> tuple[dict, dict | None]:
     n = int(np.asarray(batch["tokens"]).shape[0])
     n_val = int(round(n * val_fraction))
@@ -153,6 +183,7 @@ def recalibrate(
     utility: dict,
     cfg: RecalibrationConfig = RecalibrationConfig(),
     *,
+    compliant: dict | None = None,
     layer_map: Any = None,
 ) -> Recalibration:
     """Learns the coefficients of ``layers`` for one task model from few-shot batches.
@@ -165,6 +196,7 @@ def recalibrate(
         harmful: harmful prompts with refusals (``tokens``, ``attention_mask``, ``loss_mask``), tens of rows.
         utility: task examples (``utility='nll'``) or benign prompts with responses (``utility='kl'``).
         cfg: options.
+        compliant: the same harmful prompts with compliant answers (needed by ``safety='contrast'``).
     """
     vec = as_vector(vector)
     assert_finite(vec)
@@ -181,12 +213,31 @@ def recalibrate(
         base = jnp.zeros((num_layers,) + shape[1:], jnp.float32)
         return base.at[idx].set(alpha)
 
+    if cfg.safety == "contrast":
+        if compliant is None:
+            raise SafeGeneError(
+                "safety='contrast' needs the compliant batch (the harmful prompts with compliant answers)"
+            )
+        n_h, n_c = (int(np.asarray(b["tokens"]).shape[0]) for b in (harmful, compliant))
+        if n_h != n_c:
+            raise SafeGeneError(f"compliant batch has {n_c} rows, the harmful one {n_h}: they must pair up")
+        harmful = {**harmful, **{f"c_{k}": v for k, v in compliant.items()}}
     h_train, h_val = _split(harmful, cfg.val_fraction, cfg.seed)
     u_train, u_val = _split(utility, cfg.val_fraction, cfg.seed + 1)
 
+    def safety_loss(patched, hb):
+        if cfg.safety == "refusal":
+            return -refusal_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb)
+        refuse = onset(hb, cfg.onset_tokens)
+        comply = onset({k[2:]: v for k, v in hb.items() if k.startswith("c_")}, cfg.onset_tokens)
+        d = row_loglik(apply(patched, refuse["tokens"], refuse["attention_mask"]), refuse) - row_loglik(
+            apply(patched, comply["tokens"], comply["attention_mask"]), comply
+        )
+        return jnp.mean(jax.nn.softplus(cfg.margin - d))
+
     def objective(alpha, params, vec, hb, ub, ref):
         patched = apply_vector(params, vec, full(alpha), mask=mask, layer_map=layer_map, check_finite=False)
-        safety = -refusal_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb)
+        safety = safety_loss(patched, hb)
         logits = apply(patched, ub["tokens"], ub["attention_mask"])
         if cfg.utility == "kl":
             util = mean_kl(ref, logits, ub)

@@ -40,6 +40,7 @@ def train_config(section: TrainSection, seed: int, **kw) -> Any:
         lora=LoraConfig(rank=section.lora_rank) if section.lora_rank else None,
         compute_dtype=section.compute_dtype,
         save_every=section.save_every,
+        length_bucket=section.length_bucket,
         seed=seed,
         **kw,
     )
@@ -170,10 +171,13 @@ def recalibrate(task_lm: Any, adapter: Any, cfg: PipelineConfig, task: str) -> A
 
     r = cfg.recalibrate
     harmful, benign = safety_batches(task_lm.tokenizer, "fewshot", r.shots, r.max_length)
+    rows = _records(SAFETY_SETS["harmful"], "fewshot")[: r.shots]
+    compliant = _batch(task_lm.tokenizer, [(x["instruction"], x["target"]) for x in rows], r.max_length)
     utility = task_shots(task_lm.tokenizer, task, r.shots, r.max_length) if r.utility == "nll" else benign
     adapter.check(task_lm.params)
+    config = r.recalibration_config()
     return fit(
-        task_lm.apply, task_lm.params, adapter.vector, adapter.layers, harmful, utility, r.recalibration_config()
+        task_lm.apply, task_lm.params, adapter.vector, adapter.layers, harmful, utility, config, compliant=compliant
     )
 
 

@@ -7,6 +7,7 @@
 
 from safegene_jax.eval.evaluate import evaluate_safety, evaluate_task, respond
 from safegene_jax.eval.judges import (
+    GCG_REFUSAL_STRINGS,
     HAZARD_CATEGORIES,
     REFUSAL_STRINGS,
     KeywordJudge,
@@ -24,6 +25,7 @@ __all__ = [
     "HAZARD_CATEGORIES",
     "KeywordJudge",
     "ModelJudge",
+    "GCG_REFUSAL_STRINGS",
     "REFUSAL_STRINGS",
     "Verdict",
     "answer_correct",

@@ -17,13 +17,16 @@ def _fmt(entry: Mapping | None) -> str:
 
 
 def markdown_table(results: Mapping[str, Mapping]) -> str:
-    """``results[method] = {"harmful_rate": ..., "over_refusal_rate": ..., "utility": ...}`` (each a rate dict)
-    as a markdown table in percent with 95% bootstrap intervals."""
-    lines = ["| method | harmful rate % | over-refusal % | utility % |", "|---|---|---|---|"]
+    """``results[method] = {"harmful_rate", "over_refusal_rate", "utility", "degenerate_rate"}`` (each a rate
+    dict, any may be missing) as a markdown table in percent with 95% bootstrap intervals."""
+    lines = [
+        "| method | harmful rate % | over-refusal % | utility % | degenerate % |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         lines.append(
             f"| {name} | {_fmt(r.get('harmful_rate'))} | {_fmt(r.get('over_refusal_rate'))} | "
-            f"{_fmt(r.get('utility'))} |"
+            f"{_fmt(r.get('utility'))} | {_fmt(r.get('degenerate_rate'))} |"
         )
     return "\n".join(lines)
 
