@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/selection.py
 	$(BIN)/python benchmarks/recalibrate.py
+	$(BIN)/python benchmarks/pipeline.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

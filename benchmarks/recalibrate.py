@@ -32,7 +32,9 @@ def main(argv=None):
     layers = [4, 8, 12, 16, 20, 24]
     vec = random_layer_vector(lm.params, layers)
     harmful, benign = embedded_batches(lm.tokenizer, "fewshot", args.shots, args.length)
-    cfg = RecalibrationConfig(steps=args.steps, learning_rate=0.05, alpha_init=0.5, patience=8, val_fraction=0.25)
+    cfg = RecalibrationConfig(
+        steps=args.steps, learning_rate=0.05, alpha_init=0.5, patience=8, val_fraction=0.25, safety="refusal"
+    )
     t0 = time.perf_counter()
     result = recalibrate(lm.apply, lm.params, vec, layers, harmful, benign, cfg)
     total = time.perf_counter() - t0

@@ -121,7 +121,9 @@ def test_recalibration_recovers_coefficient_on_model(setup):
 def test_recalibrate_raises_refusal_likelihood_and_is_deterministic(setup):
     lm, aligned, degraded, probe_h, probe_b = setup
     tau = sg.safety_vector(aligned, degraded)
-    cfg = RecalibrationConfig(steps=15, learning_rate=0.1, alpha_init=0.2, alpha_max=2.0, lam=0.5, patience=15)
+    cfg = RecalibrationConfig(
+        steps=15, learning_rate=0.1, alpha_init=0.2, alpha_max=2.0, lam=0.5, patience=15, safety="refusal"
+    )
     result = recalibrate(lm.apply, degraded, tau, [1, PLANTED], probe_h, probe_b, cfg)
     assert result.coeffs.shape == (4,) and result.coeffs[0] == 0 and result.coeffs[3] == 0
     assert result.alpha[1] > 0.2  # the planted layer's coefficient grows
@@ -129,11 +131,54 @@ def test_recalibrate_raises_refusal_likelihood_and_is_deterministic(setup):
     again = recalibrate(lm.apply, degraded, tau, [1, PLANTED], probe_h, probe_b, cfg)
     np.testing.assert_array_equal(result.alpha, again.alpha)
     per_kind = recalibrate(
-        lm.apply, degraded, tau, [PLANTED], probe_h, probe_b, RecalibrationConfig(steps=3, per_kind=True, utility="nll")
+        lm.apply,
+        degraded,
+        tau,
+        [PLANTED],
+        probe_h,
+        probe_b,
+        RecalibrationConfig(steps=3, per_kind=True, utility="nll", safety="refusal"),
     )
     assert per_kind.alpha.shape == (1, len(sg.MODULE_KINDS)) and per_kind.coeffs.shape == (4, 3)
     with pytest.raises(sg.SafeGeneError, match="no layer selected"):
         recalibrate(lm.apply, degraded, tau, [], probe_h, probe_b, cfg)
+
+
+def test_contrast_objective_prefers_refusing_and_checks_its_batch(setup):
+    from safegene_jax.recalibrate import onset, row_loglik
+
+    lm, aligned, degraded, probe_h, probe_b = setup
+    comply = data.batch_examples(  # the probe's harmful prompts with compliant answers
+        [data.encode_example(lm.tokenizer, r["instruction"], r["target"]) for r in data.load("embedded/harmful")[:8]],
+        max_length=384,
+        pad_id=0,
+        overflow="truncate",
+    )
+    first = onset(probe_h, 3)
+    assert np.asarray(first["loss_mask"]).sum(axis=1).tolist() == [3] * 8
+    assert np.all(np.asarray(first["loss_mask"]) <= np.asarray(probe_h["loss_mask"]))
+    per_row = row_loglik(lm.apply(aligned, probe_h["tokens"], probe_h["attention_mask"]), probe_h)
+    assert per_row.shape == (8,)
+
+    tau = sg.safety_vector(aligned, degraded)
+    # lam = 0, no pull, no held-out rows: the first recorded loss is exactly the contrast formula
+    cfg = RecalibrationConfig(steps=6, learning_rate=0.1, alpha_init=0.5, lam=0.0, l2=0.0, val_fraction=0.0, patience=6)
+    result = recalibrate(lm.apply, degraded, tau, [PLANTED], probe_h, probe_b, cfg, compliant=comply)
+    patched = sg.apply_vector(degraded, tau, np.eye(4, dtype=np.float32)[PLANTED] * 0.5)
+    refuse, comply_on = onset(probe_h, 4), onset(comply, 4)
+    d = row_loglik(lm.apply(patched, refuse["tokens"], refuse["attention_mask"]), refuse) - row_loglik(
+        lm.apply(patched, comply_on["tokens"], comply_on["attention_mask"]), comply_on
+    )
+    expected = float(jnp.mean(jax.nn.softplus(1.0 - d)))
+    assert result.history[0]["train_loss"] == pytest.approx(expected, rel=1e-4)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    with pytest.raises(sg.SafeGeneError, match="needs the compliant batch"):
+        recalibrate(lm.apply, degraded, tau, [PLANTED], probe_h, probe_b, cfg)
+    short = {k: np.asarray(v)[:4] for k, v in comply.items()}
+    with pytest.raises(sg.SafeGeneError, match="must pair up"):
+        recalibrate(lm.apply, degraded, tau, [PLANTED], probe_h, probe_b, cfg, compliant=short)
+    with pytest.raises(sg.SafeGeneError, match="safety must be"):
+        RecalibrationConfig(safety="vibes")
 
 
 def test_adapter_round_trip_sharded_and_incompatible(setup, tmp_path, eight_devices):
