@@ -68,20 +68,9 @@ def random_layer_vector(params, layers=None, scale: float = 1e-3, seed: int = 0)
 
 def embedded_batches(tokenizer, split: str, count: int, length: int):
     """(harmful with refusals, benign with answers) batches from one split of the embedded data."""
-    import warnings
+    from safegene_jax.stages import safety_batches
 
-    from safegene_jax import data
-
-    def batch(rows, key):
-        exs = [data.encode_example(tokenizer, r["instruction"], r[key]) for r in rows]
-        return data.batch_examples(exs, max_length=length, pad_id=tokenizer.pad_token_id, overflow="truncate")
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return (
-            batch(data.load("embedded/harmful", split=split)[:count], "refusal"),
-            batch(data.load("embedded/benign", split=split)[:count], "response"),
-        )
+    return safety_batches(tokenizer, split, count, length)
 
 
 def write_json(path: str | None, results: dict) -> None:

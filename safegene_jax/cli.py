@@ -157,8 +157,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if not pathlib.Path(args.adapter).exists():
         raise SystemExit(f"safegene apply: error: no adapter at {args.adapter}")
     adapter = SafetyAdapter.load(args.adapter)
+    coeffs = _coeffs(args, adapter)  # a bad coefficients file fails before the model loads
     lm = load_model(args.model)
-    safe = adapter.apply(lm.params, _coeffs(args, adapter))
+    safe = adapter.apply(lm.params, coeffs)
     out = export_hf(with_params(lm, safe).model, args.out, tokenizer=lm.tokenizer)
     print(f"wrote {out}: adapter layers {adapter.layers} at scale {args.scale}")
     return 0
@@ -204,10 +205,7 @@ def _train_cmd(fn_name: str):
 
         cfg = _config(args, extra=[f"model={args.model}"] if args.model else [])
         task = getattr(args, "task", None)
-        if task is not None and task not in _task_names():
-            raise SystemExit(
-                f"safegene {args.command}: error: unknown task {task!r}; known: {', '.join(_task_names())}"
-            )
+        _check_tasks(args.command, [task] if task is not None else [])
         lm = stages.load_base(cfg)
         fn = getattr(stages, fn_name)
         extra = (task,) if task is not None else ()
@@ -225,10 +223,14 @@ def _train_cmd(fn_name: str):
     return cmd
 
 
-def _task_names() -> list[str]:
+def _check_tasks(command: str, tasks: list[str]) -> None:
     from safegene_jax.data.task_sets import TASK_SETS
 
-    return sorted(TASK_SETS)
+    unknown = [t for t in tasks if t not in TASK_SETS]
+    if unknown:
+        raise SystemExit(
+            f"safegene {command}: error: unknown task {unknown[0]!r}; known: {', '.join(sorted(TASK_SETS))}"
+        )
 
 
 def cmd_select(args: argparse.Namespace) -> int:
@@ -256,13 +258,11 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     from safegene_jax.models import load_model
 
     cfg = _config(args)
-    if args.task not in _task_names():
-        raise SystemExit(f"safegene recalibrate: error: unknown task {args.task!r}; known: {', '.join(_task_names())}")
+    _check_tasks(args.command, [args.task])
     if not pathlib.Path(args.adapter).exists():
         raise SystemExit(f"safegene recalibrate: error: no adapter at {args.adapter}")
     adapter = SafetyAdapter.load(args.adapter)
     lm = load_model(args.model)
-    adapter.check(lm.params)
     rec = stages.recalibrate(lm, adapter, cfg, args.task)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -282,19 +282,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     tasks = args.tasks or []
-    unknown = [t for t in tasks if t not in _task_names()]
-    if unknown:
-        raise SystemExit(f"safegene eval: error: unknown task {unknown[0]!r}; known: {', '.join(_task_names())}")
+    _check_tasks(args.command, tasks)
     if args.adapter and not pathlib.Path(args.adapter).exists():
         raise SystemExit(f"safegene eval: error: no adapter at {args.adapter}")
+    adapter = SafetyAdapter.load(args.adapter) if args.adapter else None
+    coeffs = _coeffs(args, adapter) if adapter is not None else None  # a bad file fails before the model loads
     lm = load_model(args.model)
-    params = lm.params
-    if args.adapter:
-        adapter = SafetyAdapter.load(args.adapter)
-        params = adapter.apply(params, _coeffs(args, adapter))
+    params = adapter.apply(lm.params, coeffs) if adapter is not None else lm.params
     result = stages.evaluate(lm, params, cfg, tasks=tasks, out=args.out)
-    rows = {t: {**result, "utility": result["utility"][t]} for t in tasks} or {str(args.model): result}
-    print(markdown_table({k: {**v, "utility": v["utility"] if tasks else None} for k, v in rows.items()}))
+    rows = {t: {**result, "utility": result["utility"][t]} for t in tasks} or {args.model: {**result, "utility": None}}
+    print(markdown_table(rows))
     if args.out:
         path = pathlib.Path(f"{args.out}.json")
         path.write_text(json.dumps(result, indent=2))
@@ -345,9 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     for name in ("align", "degrade", "finetune"):
-        p = sub.add_parser(
-            name, help=_train_cmd(name).__doc__.split(":")[0].rstrip("."), description=_train_cmd(name).__doc__
-        )
+        cmd = _train_cmd(name)
+        p = sub.add_parser(name, help=cmd.__doc__.split(":")[0].rstrip("."), description=cmd.__doc__)
         p.add_argument(
             "--model",
             default=None,
@@ -358,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True, help="destination HF folder")
         p.add_argument("--log", default=None, help="append per-step metrics to this JSONL file")
         _add_config_args(p)
-        p.set_defaults(func=_train_cmd(name))
+        p.set_defaults(func=cmd)
 
     sel = sub.add_parser(
         "select", help="build the adapter with data-aware layer selection", description=cmd_select.__doc__
@@ -442,7 +438,7 @@ def main(argv=None) -> int:
         # before any device is touched; SAFEGENE_MULTIHOST=auto joins the other hosts of a TPU slice
         maybe_initialize(os.environ.get("SAFEGENE_MULTIHOST", "auto"))
         return args.func(args)
-    except (SafeGeneError, FileNotFoundError, KeyError) as e:
+    except (SafeGeneError, FileNotFoundError) as e:
         print(f"safegene {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -92,6 +92,11 @@ class PipelineResult:
     out_dir: pathlib.Path
 
 
+def _file_name(stage: str) -> str:
+    """A stage name as a file name (``eval/arithmetic/task`` -> ``eval--arithmetic--task``)."""
+    return stage.replace("/", "--")
+
+
 def _write_json(path: pathlib.Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -113,7 +118,7 @@ class _Run:
     # ---- cache -------------------------------------------------------------------------------------
 
     def _record_path(self, name: str) -> pathlib.Path:
-        return self.root / "stages" / (name.replace("/", "--") + ".json")
+        return self.root / "stages" / (_file_name(name) + ".json")
 
     def done(self, name: str, outputs: list[pathlib.Path]) -> dict | None:
         path = self._record_path(name)
@@ -170,7 +175,7 @@ class _Run:
         from safegene_jax.train import with_params
 
         key = self.keys[stage]
-        ckpt = self.root / "ckpt" / f"{out}-{key}"
+        ckpt = self.root / "ckpt" / f"{out}-{key}"  # a changed config never resumes another's run
         log = self.root / "logs" / f"{out}.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)
         if not ckpt.exists() and log.exists():
@@ -208,9 +213,7 @@ def run_pipeline(cfg: PipelineConfig, *, echo: Callable[[str], None] = print, pr
         from safegene_jax.eval.report import plot_layer_scores
 
         adapter = stages.build_adapter(run.model("aligned"), run.model("degraded"), cfg, mesh=run.mesh)
-        if adapter_dir.exists():
-            shutil.rmtree(adapter_dir)
-        adapter.save(adapter_dir)
+        adapter.save(adapter_dir)  # atomic, replacing an older one
         plot_layer_scores(adapter.scores, root / "plots" / "layer_scores.png", selected=adapter.layers)
         run.memo["adapter"] = adapter
         return {"layers": adapter.layers, "summary": json.loads(adapter.summary())}
@@ -252,13 +255,11 @@ def run_pipeline(cfg: PipelineConfig, *, echo: Callable[[str], None] = print, pr
             run.memo["vector"] = safety_vector(run.model("aligned").params, run.model("degraded").params)
         return run.memo["vector"]
 
-    def evaluate(name: str, params: Callable[[], Any], tasks_: list[str], safety: bool = True) -> None:
-        summary_path = eval_dir / (name.replace("/", "--") + ".json")
+    def evaluate(name: str, params: Callable[[], Any], tasks_: list[str]) -> None:
+        summary_path = eval_dir / (_file_name(name) + ".json")
 
         def work() -> dict:
-            result = stages.evaluate(
-                carrier(), params(), cfg, tasks=tasks_, safety=safety, out=eval_dir / name.replace("/", "--")
-            )
+            result = stages.evaluate(carrier(), params(), cfg, tasks=tasks_, out=eval_dir / _file_name(name))
             _write_json(summary_path, result)
             return {}
 
@@ -300,7 +301,7 @@ def report(root: pathlib.Path, cfg: PipelineConfig) -> tuple[dict, str]:
     from safegene_jax.eval.report import markdown_table, plot_tradeoff
 
     def summary(name: str) -> dict:
-        return json.loads((root / "eval" / (name.replace("/", "--") + ".json")).read_text())
+        return json.loads((root / "eval" / (_file_name(name) + ".json")).read_text())
 
     aligned, degraded = summary("aligned"), summary("degraded")
     results = {"aligned": _row(aligned, None), "degraded": _row(degraded, None)}

@@ -34,7 +34,7 @@ from safegene_jax.errors import SafeGeneError
 from safegene_jax.layers import MODULE_KINDS, layer_mask, layout
 from safegene_jax.paths import flatten_with_paths
 from safegene_jax.selection import mean_kl, refusal_loglik
-from safegene_jax.train import token_nll
+from safegene_jax.train import target_logp, token_nll
 from safegene_jax.transforms import apply_vector, as_vector, assert_finite
 
 
@@ -155,12 +155,18 @@ def onset(batch: dict, k: int) -> dict:
     return {**batch, "loss_mask": mask * (jnp.cumsum(mask, axis=1) <= k).astype(mask.dtype)}
 
 
+def trim(batch: dict, multiple: int = 8) -> dict:
+    """``batch`` cut after its last ``loss_mask`` column (rounded up to ``multiple``): in a causal model the
+    later positions cannot change the logits that are scored, so they are dead work."""
+    mask = np.asarray(batch["loss_mask"])
+    used = np.flatnonzero(mask.any(axis=0))
+    end = min(mask.shape[1], -(-(int(used[-1]) + 1) // multiple) * multiple) if used.size else mask.shape[1]
+    return {k: np.asarray(v)[:, :end] for k, v in batch.items()}
+
+
 def row_loglik(logits, batch) -> jax.Array:
     """Per-row mean log-probability of the ``loss_mask`` tokens, ``(B,)``."""
-    logits = logits[:, :-1]
-    targets = batch["tokens"][:, 1:]
-    mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
-    logp = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(logits, axis=-1)
+    logp, mask = target_logp(logits, batch["tokens"], batch["loss_mask"])
     return jnp.sum(logp * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
 
 
@@ -221,16 +227,17 @@ def recalibrate(
         n_h, n_c = (int(np.asarray(b["tokens"]).shape[0]) for b in (harmful, compliant))
         if n_h != n_c:
             raise SafeGeneError(f"compliant batch has {n_c} rows, the harmful one {n_h}: they must pair up")
-        harmful = {**harmful, **{f"c_{k}": v for k, v in compliant.items()}}
+        # only the onsets are scored: both batches are cut to them once, here, not in every step
+        refuse, comply = (trim(onset(b, cfg.onset_tokens)) for b in (harmful, compliant))
+        harmful = {**refuse, **{f"c_{k}": v for k, v in comply.items()}}
     h_train, h_val = _split(harmful, cfg.val_fraction, cfg.seed)
     u_train, u_val = _split(utility, cfg.val_fraction, cfg.seed + 1)
 
     def safety_loss(patched, hb):
         if cfg.safety == "refusal":
             return -refusal_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb)
-        refuse = onset(hb, cfg.onset_tokens)
-        comply = onset({k[2:]: v for k, v in hb.items() if k.startswith("c_")}, cfg.onset_tokens)
-        d = row_loglik(apply(patched, refuse["tokens"], refuse["attention_mask"]), refuse) - row_loglik(
+        comply = {k[2:]: v for k, v in hb.items() if k.startswith("c_")}
+        d = row_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb) - row_loglik(
             apply(patched, comply["tokens"], comply["attention_mask"]), comply
         )
         return jnp.mean(jax.nn.softplus(cfg.margin - d))

@@ -30,6 +30,7 @@ import numpy as np
 from safegene_jax.errors import LayerMapError, SafeGeneError
 from safegene_jax.layers import layout
 from safegene_jax.paths import flatten_with_paths
+from safegene_jax.train import target_logp
 from safegene_jax.transforms import apply_vector, as_vector, assert_finite
 
 
@@ -73,10 +74,7 @@ class LayerScores:
 
 def refusal_loglik(logits, batch) -> jax.Array:
     """Mean log-likelihood per response token (``loss_mask``) of ``batch['tokens']``."""
-    logits = logits[:, :-1]
-    targets = batch["tokens"][:, 1:]
-    mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
-    logp = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(logits, axis=-1)
+    logp, mask = target_logp(logits, batch["tokens"], batch["loss_mask"])
     return jnp.sum(logp * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 

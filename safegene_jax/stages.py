@@ -30,17 +30,10 @@ def train_config(section: TrainSection, seed: int, **kw) -> Any:
     from safegene_jax.lora import LoraConfig
     from safegene_jax.train import TrainConfig
 
+    shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(TrainSection)}
     return TrainConfig(
-        steps=section.steps,
-        batch_size=section.batch_size,
-        grad_accum=section.grad_accum,
-        learning_rate=section.learning_rate,
-        warmup_steps=section.warmup_steps,
-        max_length=section.max_length,
+        **{name: getattr(section, name) for name in shared},
         lora=LoraConfig(rank=section.lora_rank) if section.lora_rank else None,
-        compute_dtype=section.compute_dtype,
-        save_every=section.save_every,
-        length_bucket=section.length_bucket,
         seed=seed,
         **kw,
     )
@@ -169,12 +162,16 @@ def recalibrate(task_lm: Any, adapter: Any, cfg: PipelineConfig, task: str) -> A
     """The adapter's coefficients for one task model, from few shots (harmful refusals + task or benign)."""
     from safegene_jax.recalibrate import recalibrate as fit
 
-    r = cfg.recalibrate
-    harmful, benign = safety_batches(task_lm.tokenizer, "fewshot", r.shots, r.max_length)
-    rows = _records(SAFETY_SETS["harmful"], "fewshot")[: r.shots]
-    compliant = _batch(task_lm.tokenizer, [(x["instruction"], x["target"]) for x in rows], r.max_length)
-    utility = task_shots(task_lm.tokenizer, task, r.shots, r.max_length) if r.utility == "nll" else benign
+    r, tok = cfg.recalibrate, task_lm.tokenizer
     adapter.check(task_lm.params)
+    rows = _records(SAFETY_SETS["harmful"], "fewshot")[: r.shots]
+    harmful = _batch(tok, [(x["instruction"], x["refusal"]) for x in rows], r.max_length)
+    compliant = _batch(tok, [(x["instruction"], x["target"]) for x in rows], r.max_length)
+    if r.utility == "nll":
+        utility = task_shots(tok, task, r.shots, r.max_length)
+    else:
+        benign = _records(SAFETY_SETS["benign"], "fewshot")[: r.shots]
+        utility = _batch(tok, [(x["instruction"], x["response"]) for x in benign], r.max_length)
     config = r.recalibration_config()
     return fit(
         task_lm.apply, task_lm.params, adapter.vector, adapter.layers, harmful, utility, config, compliant=compliant
@@ -218,29 +215,24 @@ def safe_prompts(count: int) -> list[dict]:
     ]
 
 
-def evaluate(
-    carrier: Any, params: Any, cfg: PipelineConfig, *, tasks: Sequence[str] = (), safety: bool = True, out: Any = None
-) -> dict:
-    """Harmful rate and over-refusal (``safety``) and accuracy on each of ``tasks``, with ``params`` in the
-    module of ``carrier`` (one compiled generation serves every model of the family).
+def evaluate(carrier: Any, params: Any, cfg: PipelineConfig, *, tasks: Sequence[str] = (), out: Any = None) -> dict:
+    """Harmful rate and over-refusal, and accuracy on each of ``tasks``, with ``params`` in the module of
+    ``carrier`` (one compiled generation serves every model of the family).
 
     ``out``: a path prefix; responses go to ``{out}.safety.jsonl`` and ``{out}.{task}.jsonl``."""
     from safegene_jax.data.task_sets import task_records
     from safegene_jax.eval.evaluate import evaluate_safety, evaluate_task
 
     e = cfg.eval
-    result: dict = {}
-    if safety:
-        summary = evaluate_safety(
-            carrier,
-            _records(SAFETY_SETS["harmful"], "eval")[: e.harmful],
-            safe=safe_prompts(e.safe),
-            params=params,
-            max_new_tokens=e.max_new_tokens,
-            batch_size=e.batch_size,
-            out=f"{out}.safety.jsonl" if out else None,
-        )
-        result.update(summary)
+    result = evaluate_safety(
+        carrier,
+        _records(SAFETY_SETS["harmful"], "eval")[: e.harmful],
+        safe=safe_prompts(e.safe),
+        params=params,
+        max_new_tokens=e.max_new_tokens,
+        batch_size=e.batch_size,
+        out=f"{out}.safety.jsonl" if out else None,
+    )
     result["utility"] = {}
     for task in tasks:
         summary = evaluate_task(

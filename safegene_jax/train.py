@@ -184,14 +184,17 @@ def assemble(examples: Sequence[Example], step: list[list[int]], cfg: TrainConfi
 # ---- the step ---------------------------------------------------------------------------------------
 
 
+def target_logp(logits, tokens, loss_mask):
+    """Next-token log-probabilities of ``tokens`` and the float mask of the positions that count, ``(B, T-1)``."""
+    logits = logits[:, :-1]
+    picked = jnp.take_along_axis(logits, tokens[:, 1:, None], axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1), loss_mask[:, 1:].astype(jnp.float32)
+
+
 def token_nll(logits, tokens, loss_mask):
     """Summed next-token NLL over masked positions, and the number of those positions."""
-    logits = logits[:, :-1]
-    targets = tokens[:, 1:]
-    mask = loss_mask[:, 1:].astype(jnp.float32)
-    lse = jax.nn.logsumexp(logits, axis=-1)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return jnp.sum((lse - picked) * mask), jnp.sum(mask)
+    logp, mask = target_logp(logits, tokens, loss_mask)
+    return -jnp.sum(logp * mask), jnp.sum(mask)
 
 
 def make_step(apply, opt: optax.GradientTransformation, lora: LoraConfig | None):
