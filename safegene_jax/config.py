@@ -40,6 +40,12 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def _at_least_one(section: Any, key: str, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        _require(value >= 1, f"{key}.{name}", f"must be >= 1, got {value}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TinySection:
     """A random-weight model with the source model's tokenizer and family but these sizes (smoke tests)."""
@@ -89,8 +95,7 @@ class TrainSection:
     length_bucket: int = 32  # pad lengths to a multiple: = max_length compiles one step (accelerators)
 
     def check(self, key: str) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "max_length", "save_every", "length_bucket"):
-            _require(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _at_least_one(self, key, "steps", "batch_size", "grad_accum", "max_length", "save_every", "length_bucket")
         _require(self.warmup_steps >= 0, f"{key}.warmup_steps", "must be >= 0")
         _require(self.lora_rank >= 0, f"{key}.lora_rank", "must be >= 0 (0: full fine-tuning)")
         _require(self.learning_rate > 0, f"{key}.learning_rate", f"must be > 0, got {self.learning_rate}")
@@ -153,8 +158,7 @@ class SelectSection:
     rank: int = 0
 
     def check(self, key: str) -> None:
-        for name in ("probes", "max_length", "top_k", "chunk_size"):
-            _require(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _at_least_one(self, key, "probes", "max_length", "top_k", "chunk_size")
         _require(self.strength > 0, f"{key}.strength", "must be > 0")
         _require(self.rank >= 0, f"{key}.rank", "must be >= 0 (0: dense vector)")
 
@@ -223,8 +227,7 @@ class EvalSection:
     batch_size: int = 16
 
     def check(self, key: str) -> None:
-        for name in ("harmful", "safe", "utility", "max_new_tokens", "utility_max_new_tokens", "batch_size"):
-            _require(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _at_least_one(self, key, "harmful", "safe", "utility", "max_new_tokens", "utility_max_new_tokens", "batch_size")
 
 
 @dataclasses.dataclass(frozen=True)

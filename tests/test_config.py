@@ -40,8 +40,7 @@ def test_overrides_are_typed():
             "finetune.tasks=[sentiment]",
             "recalibrate.per_kind=true",
             "out_dir=runs/x",
-            "name=",
-        ][:-1]
+        ]
     )
     assert cfg.align.learning_rate == 1e-4
     assert cfg.degrade.learning_rate == 1.0 and isinstance(cfg.degrade.learning_rate, float)
