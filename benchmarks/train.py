@@ -43,12 +43,12 @@ def run_jax(args) -> dict:
     state = {"step": jnp.zeros((), jnp.int32), "trainable": params, "opt_state": opt.init(params)}
     ids = jnp.asarray(tokens(args.batch, args.length, lm.config.vocab_size), jnp.int32)[None]
     batch = {"tokens": ids, "attention_mask": jnp.ones_like(ids), "loss_mask": jnp.ones_like(ids)}
-    state, m = step(state, {}, batch)  # compile
+    state, m = step(state, {}, batch, 1e-5)  # compile
     float(m["loss"])
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
-        state, m = step(state, {}, batch)
+        state, m = step(state, {}, batch, 1e-5)
         float(m["loss"])
         times.append(time.perf_counter() - t0)
     return {

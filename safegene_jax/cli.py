@@ -186,9 +186,12 @@ def _coeffs(args: argparse.Namespace, adapter):
 
 
 def _config(args: argparse.Namespace, base: dict | None = None, extra: list[str] = ()):
+    from safegene_jax.compile_cache import enable
     from safegene_jax.config import load_config
 
-    return load_config(getattr(args, "config", None), list(extra) + list(args.overrides), base=base)
+    cfg = load_config(getattr(args, "config", None), list(extra) + list(args.overrides), base=base)
+    enable(cfg.compile_cache)
+    return cfg
 
 
 def _save_model(lm, params, out: str) -> None:

@@ -238,6 +238,7 @@ class PipelineConfig:
     out_dir: str = "runs/demo"
     seed: int = 0
     model: str = "smollm2-135m-instruct"
+    compile_cache: str = "~/.cache/safegene_jax/xla"  # JAX's persistent compilation cache; '' turns it off
     tiny: TinySection = TinySection()
     mesh: MeshSection = MeshSection()
     align: AlignSection = AlignSection()

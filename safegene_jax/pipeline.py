@@ -195,7 +195,9 @@ class _Run:
 def run_pipeline(cfg: PipelineConfig, *, echo: Callable[[str], None] = print, progress: bool = True) -> PipelineResult:
     """Runs (or resumes) every stage of ``cfg`` and writes the report; see the module docstring."""
     from safegene_jax import stages
+    from safegene_jax.compile_cache import enable
 
+    enable(cfg.compile_cache)  # the stages' train and recalibration steps are compiled once per machine
     run = _Run(cfg, echo, progress)
     root = run.root
     root.mkdir(parents=True, exist_ok=True)

@@ -119,8 +119,14 @@ def lr_schedule(cfg: TrainConfig) -> optax.Schedule:
 
 
 def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """AdamW without its learning rate: clipping, Adam, weight decay. The step scales the update by the
+    learning rate it is passed (``lr_schedule(cfg)(step)``, computed on the host), so the learning rate and
+    the schedule are not constants of the compiled step: one compiled step serves every stage whose
+    shapes match (with the persistent compilation cache, across stages and runs)."""
     return optax.chain(
-        optax.clip_by_global_norm(cfg.max_grad_norm), optax.adamw(lr_schedule(cfg), weight_decay=cfg.weight_decay)
+        optax.clip_by_global_norm(cfg.max_grad_norm),
+        optax.scale_by_adam(),
+        optax.add_decayed_weights(cfg.weight_decay),
     )
 
 
@@ -198,7 +204,8 @@ def token_nll(logits, tokens, loss_mask):
 
 
 def make_step(apply, opt: optax.GradientTransformation, lora: LoraConfig | None):
-    """``step(state, frozen, batch) -> (state, metrics)``; ``state = {step, trainable, opt_state}``."""
+    """``step(state, frozen, batch, lr) -> (state, metrics)``; ``state = {step, trainable, opt_state}``;
+    ``opt`` is :func:`optimizer`'s update direction, scaled here by ``-lr``."""
 
     def loss_sum(trainable, frozen, mb):
         params = merge_lora(frozen, trainable, lora) if lora is not None else trainable
@@ -207,7 +214,7 @@ def make_step(apply, opt: optax.GradientTransformation, lora: LoraConfig | None)
 
     grad_fn = jax.value_and_grad(loss_sum, has_aux=True)
 
-    def step(state, frozen, batch):
+    def step(state, frozen, batch, lr):
         def micro(carry, mb):
             grad_acc, nll_acc, count_acc = carry
             (nll, count), grad = grad_fn(state["trainable"], frozen, mb)
@@ -218,6 +225,7 @@ def make_step(apply, opt: optax.GradientTransformation, lora: LoraConfig | None)
         n = jnp.maximum(n, 1.0)
         grads = jax.tree.map(lambda x: x / n, grad_sum)
         updates, opt_state = opt.update(grads, state["opt_state"], state["trainable"])
+        updates = jax.tree.map(lambda u: -lr * u, updates)
         trainable = optax.apply_updates(state["trainable"], updates)
         new = {"step": state["step"] + 1, "trainable": trainable, "opt_state": opt_state}
         return new, {"loss": nll / n, "tokens": n, "grad_norm": optax.tree.norm(grads)}
@@ -297,14 +305,15 @@ def sft(
 
         bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", leave=False)
     batch_sharding = _batch_sharding(mesh) if mesh is not None else None
-    schedule = lr_schedule(cfg)  # the optimizer's own, for the logged learning rate
+    schedule = lr_schedule(cfg)  # evaluated on the host: the step takes the learning rate as an argument
     meta = {"steps": cfg.steps, "examples": len(examples), "lora": cfg.lora is not None}
     try:
         for s in range(start, cfg.steps):
             batch = assemble(examples, plan[s], cfg, pad_id)
             batch = jax.device_put(batch, batch_sharding) if batch_sharding is not None else batch
             t0 = time.perf_counter()
-            state, metrics = step_fn(state, frozen, batch)
+            lr = float(schedule(s))
+            state, metrics = step_fn(state, frozen, batch, np.float32(lr))
             loss = float(metrics["loss"])
             elapsed = time.perf_counter() - t0
             if not math.isfinite(loss):
@@ -327,7 +336,7 @@ def sft(
                 "step": s + 1,
                 "loss": loss,
                 "grad_norm": float(metrics["grad_norm"]),
-                "lr": float(schedule(s)),
+                "lr": lr,
                 "tokens": int(metrics["tokens"]),
                 "tokens_per_s": float(np.prod(batch["tokens"].shape)) / elapsed,
                 "seconds": elapsed,

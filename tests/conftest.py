@@ -15,6 +15,8 @@ if SHARED_DATA.is_dir():
     os.environ.setdefault("SAFEGENE_DATA_ROOT", str(SHARED_DATA))
 os.environ["SAFEGENE_TFDS_DIR"] = tempfile.mkdtemp(prefix="safegene-tfds-")
 os.environ["SAFEGENE_OFFLINE"] = "1"
+# pipeline runs turn on JAX's persistent compilation cache; in tests it lives in a temporary folder
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="safegene-xla-"))
 
 # the fixture maker needs torch, which is not a dependency; it is run by hand (see its docstring)
 collect_ignore = ["make_fixtures.py"]

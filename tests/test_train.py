@@ -10,6 +10,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from tiny import tiny_lm
@@ -80,7 +81,7 @@ def test_gradient_accumulation_matches_one_big_batch(lm):
     def run(plan, bs):
         state = {"step": jnp.zeros((), jnp.int32), "trainable": params, "opt_state": opt.init(params)}
         batch = train.assemble(examples, plan, train.TrainConfig(batch_size=bs, length_bucket=32), 0)
-        return jax.jit(step)(state, {}, batch)
+        return jax.jit(step)(state, {}, batch, 1e-2)
 
     one, m1 = run([list(range(8))], 8)
     two, m2 = run([list(range(4)), list(range(4, 8))], 4)
@@ -89,6 +90,46 @@ def test_gradient_accumulation_matches_one_big_batch(lm):
     # Adam's first update is about lr * sign(grad): 1e-4 is 1% of it, where float rounding of tiny grads shows
     for a, b in zip(jax.tree_util.tree_leaves(one["trainable"]), jax.tree_util.tree_leaves(two["trainable"])):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_step_with_host_learning_rate_is_adamw_with_the_schedule(lm):
+    """The step takes the learning rate as an argument (one compiled step for every stage); with the
+    schedule's value each step it is the same update as optax's AdamW with that schedule."""
+    cfg = fast(warmup_steps=2, steps=5, weight_decay=0.1, learning_rate=1e-3)
+    examples = train.encode_pairs(lm.tokenizer, PAIRS[:4], cfg)
+    batch = train.assemble(examples, [list(range(4))], cfg, 0)
+    graphdef, _ = lm.split()
+    apply = make_apply(graphdef)
+    params = jax.tree.map(lambda x: jnp.array(x, copy=True), nnx.to_pure_dict(nnx.state(lm.model)))
+    step = jax.jit(train.make_step(apply, train.optimizer(cfg), None))
+    state = {"step": jnp.zeros((), jnp.int32), "trainable": params, "opt_state": train.optimizer(cfg).init(params)}
+    reference = optax.chain(
+        optax.clip_by_global_norm(cfg.max_grad_norm),
+        optax.adamw(train.lr_schedule(cfg), weight_decay=cfg.weight_decay),
+    )
+    ref_params, ref_state = params, reference.init(params)
+
+    @jax.jit
+    def ref_step(p, s):
+        grads = jax.grad(
+            lambda q: (lambda nll, n: nll / n)(
+                *train.token_nll(
+                    apply(q, batch["tokens"][0], batch["attention_mask"][0]), batch["tokens"][0], batch["loss_mask"][0]
+                )
+            )
+        )(p)
+        updates, s = reference.update(grads, s, p)
+        return optax.apply_updates(p, updates), s
+
+    schedule = train.lr_schedule(cfg)
+    for s in range(3):
+        state, _ = step(state, {}, batch, np.float32(schedule(s)))
+        ref_params, ref_state = ref_step(ref_params, ref_state)
+    moved = 0.0
+    for a, b, p0 in zip(*(jax.tree_util.tree_leaves(t) for t in (state["trainable"], ref_params, params))):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        moved = max(moved, float(jnp.max(jnp.abs(a - p0))))
+    assert moved > 1e-4  # the three steps did move the params
 
 
 def test_killed_run_resumes_to_the_same_params(lm, tmp_path):
