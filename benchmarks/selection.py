@@ -1,5 +1,6 @@
-"""Layer scoring on SmolLM2-135M-Instruct: one jitted, chunk-vmapped evaluation of all 30 layers against a
-Python loop that patches each layer and runs the same jitted scoring forward, in one run.
+"""Layer scoring on SmolLM2-135M-Instruct: one jitted evaluation of all 30 layers (``score_layers``, its
+default prefix method, and its patch method) against a Python loop that patches each layer and runs the
+same jitted scoring forward, in one run.
 
 The safety vector is a random perturbation of every layer leaf (timing does not depend on its values);
 the probes are 4 harmful requests with refusals and 4 benign instructions with answers from the
@@ -18,6 +19,8 @@ import time
 
 from harness import embedded_batches, peak_rss_gib, random_layer_vector, reset_peak, run_sides, write_json
 
+VARIANTS = ("prefix", "patch", "loop")
+
 
 def run(args) -> dict:
     import jax
@@ -33,9 +36,9 @@ def run(args) -> dict:
     model_gib = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) / 1024**3
     base = peak_rss_gib("VmRSS")
     reset_peak()
-    if args.variant == "vmapped":
+    if args.variant in ("prefix", "patch"):
         t0 = time.perf_counter()
-        scores = score_layers(lm.apply, params, vec, harmful, benign, chunk_size=args.chunk)
+        scores = score_layers(lm.apply, params, vec, harmful, benign, chunk_size=args.chunk, method=args.variant)
         seconds = time.perf_counter() - t0
         gains = scores.safety_gain
     else:
@@ -69,30 +72,34 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--probes", type=int, default=4)
     parser.add_argument("--length", type=int, default=96)
-    parser.add_argument("--chunk", type=int, default=1)
-    parser.add_argument("--variant", choices=["vmapped", "loop"], help=argparse.SUPPRESS)
+    parser.add_argument("--chunk", type=int, default=8, help="score_layers' chunk_size")
+    parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
     if args.variant:
         print(json.dumps(run(args)))
         return
     common = ["--probes", str(args.probes), "--length", str(args.length), "--chunk", str(args.chunk)]
-    results = run_sides(__file__, ("vmapped", "loop"), "--variant", common)
+    results = run_sides(__file__, VARIANTS, "--variant", common)
     import numpy as np
 
-    agree = float(np.max(np.abs(np.array(results["vmapped"]["gains"]) - np.array(results["loop"]["gains"]))))
-    model = results["vmapped"]["model_GiB"]
+    loop = np.array(results["loop"]["gains"])
+    agree = max(float(np.max(np.abs(np.array(results[v]["gains"]) - loop))) for v in ("prefix", "patch"))
+    model = results["prefix"]["model_GiB"]
     print(
         f"SmolLM2-135M-Instruct, 30 layers scored, {args.probes}+{args.probes} probes x {args.length} tokens, "
         f"chunk {args.chunk}; model params {model:.2f} GiB (float32); times include compilation"
     )
     print(f"{'variant':<10}{'seconds':>9}{'extra peak GiB':>16}{'x model':>9}")
-    for v in ("vmapped", "loop"):
+    for v in VARIANTS:
         r = results[v]
         print(f"{v:<10}{r['seconds']:>9.1f}{r['extra_peak_GiB']:>16.2f}{r['extra_peak_GiB'] / model:>9.2f}")
-    speedup = results["loop"]["seconds"] / results["vmapped"]["seconds"]
-    print(f"speed-up of the vmapped scoring: {speedup:.2f}x; max |gain difference| {agree:.2e}")
-    results["speedup"] = speedup
+    for v in ("prefix", "patch"):
+        results[f"speedup_{v}"] = results["loop"]["seconds"] / results[v]["seconds"]
+    print(
+        f"speed-up over the loop: prefix {results['speedup_prefix']:.2f}x, patch {results['speedup_patch']:.2f}x; "
+        f"max |gain difference| from the loop {agree:.2e}"
+    )
     write_json(args.json, results)
 
 

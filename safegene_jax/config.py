@@ -154,7 +154,7 @@ class SelectSection:
     strength: float = 1.0
     top_k: int = 10
     utility_weight: float = 0.0
-    chunk_size: int = 1
+    chunk_size: int = 8
     rank: int = 0
 
     def check(self, key: str) -> None:

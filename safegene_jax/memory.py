@@ -46,11 +46,17 @@ def param_count(shape: Any) -> int:
     return n * layer + embed + h
 
 
+def _layer_activations(shape: Any, batch: int, length: int) -> float:
+    h, a = _get(shape, "hidden_size"), _get(shape, "num_attention_heads")
+    return length * batch * h * (34 + 5 * a * length / h)
+
+
+def _logits(shape: Any, batch: int, length: int) -> float:
+    return 2 * batch * length * _get(shape, "vocab_size") * 4  # float32 logits and their log-softmax
+
+
 def _activations(shape: Any, batch: int, length: int) -> float:
-    h, a, n, v = (_get(shape, k) for k in ("hidden_size", "num_attention_heads", "num_hidden_layers", "vocab_size"))
-    per_layer = length * batch * h * (34 + 5 * a * length / h)
-    logits = 2 * batch * length * v * 4  # float32 logits and their log-softmax
-    return n * per_layer + logits
+    return _get(shape, "num_hidden_layers") * _layer_activations(shape, batch, length) + _logits(shape, batch, length)
 
 
 def estimate(shape: Any, cfg: Any, devices: int) -> dict[str, float]:
@@ -72,8 +78,14 @@ def estimate(shape: Any, cfg: Any, devices: int) -> dict[str, float]:
         "align": train(cfg.align),
         "degrade": train(cfg.degrade),
         "finetune": train(cfg.finetune),
-        # reference params, the vector, one patched copy per candidate in a chunk
-        "select": per((2 + sel.chunk_size) * p + _activations(shape, sel.probes, sel.max_length) / 3),
+        # reference params, the vector, every candidate's hidden states (prefix method: one stream per
+        # layer and the unpatched one), one layer's activations per candidate in a chunk, one head's logits
+        "select": per(
+            2 * p
+            + (_get(shape, "num_hidden_layers") + 1) * 2 * sel.probes * sel.max_length * _get(shape, "hidden_size") * 4
+            + sel.chunk_size * _layer_activations(shape, 2 * sel.probes, sel.max_length)
+            + _logits(shape, sel.probes, sel.max_length)
+        ),
         # task params, the vector, the patched copy, and activations kept for d loss / d alpha
         "recalibrate": per(3 * p + _activations(shape, rec.shots, rec.max_length)),
         # params, the vector and a patched copy (baselines), generation's KV cache is small beside them

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 from safegene_jax.errors import SafeGeneError
 from safegene_jax.layers import MODULE_KINDS, layer_mask, layout
@@ -85,6 +86,20 @@ class Recalibration:
     best_step: int
 
 
+def _placed_with(operands: Any, tree: Any) -> Any:
+    """``tree`` committed where the step's outputs will be (the committed operands' devices, replicated):
+    uncommitted first inputs would make the second step compile the first step's program again."""
+    committed = [x for x in jax.tree.leaves(operands) if isinstance(x, jax.Array) and x.committed]
+    if not committed:
+        return tree
+    sharding = committed[0].sharding
+    if isinstance(sharding, NamedSharding):
+        return jax.device_put(tree, NamedSharding(sharding.mesh, PartitionSpec()))
+    if len(sharding.device_set) == 1:
+        return jax.device_put(tree, next(iter(sharding.device_set)))
+    return tree
+
+
 def fit_coefficients(
     objective: Callable,
     init: Any,
@@ -124,7 +139,7 @@ def fit_coefficients(
         val_ops = operands if val_operands is None else val_operands
         val_jit = jax.jit(lambda a, ops: val_objective(a, *ops))
         val = lambda a: val_jit(a, val_ops)  # noqa: E731
-    alpha, state = init, opt.init(init)
+    alpha, state = _placed_with(operands, (init, opt.init(init)))
     best_alpha, best_value, best_step, since = np.asarray(init), np.inf, 0, 0
     history: list[dict] = []
     for i in range(steps):

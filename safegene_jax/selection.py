@@ -8,8 +8,20 @@ For a candidate coefficient vector ``c`` (one entry per layer), the reference pa
   probes (over their response tokens).
 
 All candidates (by default ``strength * I``, one per layer; any ``(C, L)`` matrix is allowed) are
-evaluated in one jitted ``lax.map`` that vmaps chunks of ``chunk_size`` candidates, so at most
-``chunk_size`` patched copies of the vector's leaves exist at once, never one model per candidate.
+evaluated in one jitted program, in one of two ways:
+
+* ``method='prefix'`` (one-layer candidates on a model with a :class:`~safegene_jax.models.llama.LayeredApply`,
+  such as every loaded model's ``lm.apply``): the probes go through the unpatched layers once; a candidate
+  that patches layer ``l`` starts from the unpatched hidden states at ``l``, so the layers below it are
+  never recomputed, and the layers above it run for all started candidates together with the weights
+  shared (chunks of ``chunk_size`` candidates vmapped). The LM head runs only where a response token is
+  predicted. About half the layer work of full forwards and no patched model copy: only the patched
+  layer's leaves are ever copied.
+* ``method='patch'`` (any candidates, any ``apply``): each candidate patches the params and runs the whole
+  forward; ``lax.map`` vmaps chunks of ``chunk_size`` candidates, so at most ``chunk_size`` patched
+  copies of the vector's leaves exist at once, never one model per candidate.
+
+``method='auto'`` (the default) takes ``prefix`` where it applies.
 
 Example (with probe batches from :func:`safegene_jax.data.batch_examples`)::
 
@@ -28,10 +40,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from safegene_jax.errors import LayerMapError, SafeGeneError
-from safegene_jax.layers import layout
+from safegene_jax.layers import as_layer_map, layout
 from safegene_jax.paths import flatten_with_paths
 from safegene_jax.train import target_logp
 from safegene_jax.transforms import apply_vector, as_vector, assert_finite
+
+METHODS = ("auto", "prefix", "patch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +121,7 @@ def score_layers(
     chunk_size: int = 1,
     layer_map: Any = None,
     mesh: Any = None,
+    method: str = "auto",
 ) -> LayerScores:
     """Scores candidates of per-layer coefficients in one jitted, chunk-vmapped evaluation.
 
@@ -122,6 +137,8 @@ def score_layers(
         chunk_size: candidates evaluated together by ``vmap``; memory grows with it.
         layer_map: how leaves map to layers.
         mesh: shard the probe batches over the mesh's ``data`` (and ``fsdp``) axes.
+        method: ``'prefix'``, ``'patch'`` or ``'auto'`` (see the module docstring); ``'prefix'`` raises
+            :class:`SafeGeneError` saying why when it does not apply.
     """
     vec = as_vector(vector)
     assert_finite(vec)
@@ -134,7 +151,14 @@ def score_layers(
         raise LayerMapError(f"candidates must have shape (C, {num_layers}), got {cands.shape}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    if method not in METHODS:
+        raise SafeGeneError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     harmful, benign = _check_batch(harmful, "harmful"), _check_batch(benign, "benign")
+    starts = None
+    if method != "patch":
+        starts, why = _prefix_plan(apply, params, vec, cands, layer_map)
+        if starts is None and method == "prefix":
+            raise SafeGeneError(f"method='prefix' does not apply: {why}; use method='patch'")
     if mesh is not None:
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
@@ -148,6 +172,10 @@ def score_layers(
         params = jax.device_put(params, shardings)  # a no-op for params already laid out by the rules
         by_path = dict(zip(flatten_with_paths(params)[0], flatten_with_paths(shardings)[1]))
         vec = {p: jax.device_put(v, by_path[p]) for p, v in vec.items()}
+
+    if starts is not None:
+        gains, costs, ref_h = _score_prefix(apply, params, vec, cands, starts, harmful, benign, chunk_size, layer_map)
+        return LayerScores(gains, costs, cands, ref_h)
 
     @jax.jit
     def run(params, vec, cands, harmful, benign):
@@ -165,6 +193,96 @@ def score_layers(
 
     gains, costs, ref_h = run(params, vec, jnp.asarray(cands), harmful, benign)
     return LayerScores(np.asarray(gains), np.asarray(costs), cands, float(ref_h))
+
+
+def _prefix_plan(apply: Any, params: Any, vec: dict, cands: np.ndarray, layer_map: Any) -> tuple[Any, str]:
+    """``(start layer of each candidate (-1: all zero), '')`` when the prefix method applies, else
+    ``(None, why not)``."""
+    if not all(callable(getattr(apply, name, None)) for name in ("embed", "layer", "head", "num_layers")):
+        return None, "apply does not run one layer at a time (make it with safegene_jax.make_apply)"
+    nonzero = cands != 0
+    if (nonzero.sum(axis=1) > 1).any():
+        return None, "a candidate patches more than one layer"
+    lm = as_layer_map(layer_map)
+    for path in vec:
+        layer = lm.layer_of(path)
+        if not isinstance(layer, int) or not path.startswith(f"model.layers.{layer}."):
+            return None, f"vector leaf {path!r} is not a leaf of the decoder layer the layer map gives it"
+    if apply.num_layers(params) != cands.shape[1]:
+        return None, f"the model has {apply.num_layers(params)} decoder layers, the layer map {cands.shape[1]}"
+    return np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), -1), ""
+
+
+def _response_positions(batch: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, positions and next tokens of every position that predicts a response token."""
+    tokens, mask = np.asarray(batch["tokens"]), np.asarray(batch["loss_mask"])
+    rows, cols = np.nonzero(mask[:, 1:])
+    return rows, cols, tokens[rows, cols + 1]
+
+
+def _score_prefix(apply, params, vec, cands, starts, harmful, benign, chunk, layer_map):
+    """The prefix method (see the module docstring): gains, costs and the reference refusal log-likelihood."""
+    lm = as_layer_map(layer_map)
+    num_layers = cands.shape[1]
+    layer_paths = [[p for p in vec if lm.layer_of(p) == layer] for layer in range(num_layers)]
+    order = np.argsort(np.where(starts < 0, num_layers, starts), kind="stable")  # streams by start layer
+    order = order[starts[order] >= 0]  # all-zero candidates change nothing: gain and cost 0
+    started = [np.flatnonzero(starts[order] == layer) for layer in range(num_layers)]  # stream slots
+    strength = np.asarray([cands[i, starts[i]] for i in order], np.float32)
+    where_h, where_b = _response_positions(harmful), _response_positions(benign)
+
+    def sweep(params, vec, strength, batch, where):
+        """Hidden states where a response token is predicted: the reference's ``(N, d)``, the candidates'
+        ``(S, N, d)`` (stream order)."""
+        x, ctx = apply.embed(params, batch["tokens"], batch["attention_mask"])
+        streams = x[None]  # stream 0 is the unpatched model; candidates join at the layer they patch
+        for layer in range(num_layers):
+            new = None
+            if len(started[layer]):
+                part = {p: vec[p] for p in layer_paths[layer]}
+
+                def patched(c, i=layer, part=part, x=streams[0]):
+                    return apply.layer(apply_vector(params, part, c, check_finite=False), i, x, ctx)
+
+                new = jax.lax.map(patched, strength[started[layer]], batch_size=chunk)
+            # the unpatched model and the candidates patched below: this layer's own weights, shared
+            streams = jax.lax.map(lambda h, i=layer: apply.layer(params, i, h, ctx), streams, batch_size=chunk)
+            if new is not None:
+                streams = jnp.concatenate([streams, new])
+        hidden = streams[:, where[0], where[1]]
+        return hidden[0], hidden[1:]
+
+    def loglik(params, hidden, targets):
+        logits = apply.head(params, hidden)
+        picked = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+        return jnp.mean(picked - jax.nn.logsumexp(logits, axis=-1))
+
+    @jax.jit
+    def run(params, vec, strength, harmful, benign):
+        ref_h_hidden, h_streams = sweep(params, vec, strength, harmful, where_h)
+        ref_b_hidden, b_streams = sweep(params, vec, strength, benign, where_b)
+        targets = jnp.asarray(where_h[2])
+        ref_h = loglik(params, ref_h_hidden, targets)
+        ref_logp = jax.nn.log_softmax(apply.head(params, ref_b_hidden), axis=-1)
+
+        def one(pair):
+            h, b = pair
+            logp = jax.nn.log_softmax(apply.head(params, b), axis=-1)
+            cost = jnp.mean(jnp.sum(jnp.exp(ref_logp) * (ref_logp - logp), axis=-1))
+            return loglik(params, h, targets) - ref_h, cost
+
+        gains, costs = jax.lax.map(one, (h_streams, b_streams))  # one at a time: (N, vocab) logits each
+        return gains, costs, ref_h
+
+    gains, costs = np.zeros(len(cands), np.float32), np.zeros(len(cands), np.float32)
+    if not len(order):  # nothing patched: score the reference only
+        run_ref = jax.jit(
+            lambda params, batch: refusal_loglik(apply(params, batch["tokens"], batch["attention_mask"]), batch)
+        )
+        return gains, costs, float(run_ref(params, harmful))
+    g, c, ref_h = run(params, vec, jnp.asarray(strength), harmful, benign)
+    gains[order], costs[order] = np.asarray(g), np.asarray(c)
+    return gains, costs, float(ref_h)
 
 
 def select(

@@ -233,6 +233,27 @@ def make_step(apply, opt: optax.GradientTransformation, lora: LoraConfig | None)
     return step
 
 
+_STEPS: dict = {}
+
+
+def jitted_step(graphdef: Any, cfg: TrainConfig, state_shardings: Any) -> Any:
+    """The jitted :func:`make_step` for a model structure (``graphdef``, which holds the compute dtype),
+    the optimizer's own settings, LoRA and the state's layout; made once per process and shared.
+
+    The learning rate and the schedule are arguments, not part of the program, so align, degrade and every
+    task fine-tune of one model reuse one jitted step and its compiled programs (one per padded length):
+    the pipeline compiles each length once instead of once per stage.
+    """
+    leaves, treedef = jax.tree.flatten(state_shardings)
+    key = (graphdef, cfg.max_grad_norm, cfg.weight_decay, cfg.lora, treedef, tuple(leaves))
+    if key not in _STEPS:
+        if len(_STEPS) >= 8:  # a long-lived process that trains many model structures
+            _STEPS.pop(next(iter(_STEPS)))
+        step = make_step(make_apply(graphdef), optimizer(cfg), cfg.lora)
+        _STEPS[key] = jax.jit(step, donate_argnums=(0,), out_shardings=(state_shardings, None))
+    return _STEPS[key]
+
+
 # ---- the loop ---------------------------------------------------------------------------------------
 
 
@@ -264,7 +285,6 @@ def sft(
 
     compute = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
     graphdef, _ = abstract_model(lm.config, dtype=compute, param_dtype=jnp.float32)
-    apply = make_apply(graphdef)
     base = nnx.to_pure_dict(nnx.state(lm.model, nnx.Param))
     # a copy: the step donates the state's buffers, which must not be the model's own
     base = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), base)
@@ -285,7 +305,9 @@ def sft(
             lambda x: x if x.sharding.device_set == devices else jax.device_put(x, NamedSharding(mesh, P())), state
         )
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
-    step_fn = jax.jit(make_step(apply, opt, cfg.lora), donate_argnums=(0,), out_shardings=(state_shardings, None))
+    # committed, like the step's outputs: else the second step would compile the first's program again
+    state = jax.device_put(state, state_shardings)
+    step_fn = jitted_step(graphdef, cfg, state_shardings)
 
     ckpt = RunCheckpoints(cfg.checkpoint_dir, every=cfg.save_every, keep=cfg.keep) if cfg.checkpoint_dir else None
     start = 0

@@ -35,6 +35,20 @@ def test_logits_match_transformers(loaded):
     assert np.abs(got[real] - want[real]).max() <= 1e-4
 
 
+def test_layer_at_a_time_matches_the_whole_forward(loaded):
+    """embed -> layer i for every i -> head gives apply's logits (all four variants: sliding window, tied
+    head, biases), and the head takes hidden states of any leading shape."""
+    variant, lm = loaded
+    tokens, mask, _ = reference(variant)
+    apply = lm.apply
+    x, ctx = apply.embed(lm.params, tokens, mask)
+    for i in range(apply.num_layers(lm.params)):
+        x = apply.layer(lm.params, i, x, ctx)
+    whole = np.asarray(apply(lm.params, tokens, mask))
+    np.testing.assert_allclose(np.asarray(apply.head(lm.params, x)), whole, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(apply.head(lm.params, x[0, 2])), whole[0, 2], atol=1e-5)
+
+
 def test_variant_features_are_configured(loaded):
     variant, lm = loaded
     cfg = lm.config

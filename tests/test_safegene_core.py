@@ -90,6 +90,39 @@ def test_selection_arbitrary_candidates_and_mesh(setup, eight_devices):
         score_layers(lm.apply, degraded, tau, bad, probe_b)
 
 
+def test_prefix_method_matches_patching_the_params(setup, eight_devices):
+    """The prefix method (unpatched layers below a candidate reused, head only at response positions)
+    gives the patch method's numbers, for any one-layer candidates in any order, also on a mesh."""
+    lm, aligned, degraded, probe_h, probe_b = setup
+    tau = sg.safety_vector(aligned, degraded)
+    cands = np.array([[0, 0, 2.0, 0], [0, 0, 0, 0], [0.5, 0, 0, 0], [0, 0, 0, 1.0], [0, 0, 1.0, 0]], np.float32)
+    patch = score_layers(lm.apply, degraded, tau, probe_h, probe_b, candidates=cands, method="patch")
+    for kwargs in ({}, {"chunk_size": 2}, {"mesh": make_mesh(data=8, fsdp=1, tensor=1)}):
+        prefix = score_layers(lm.apply, degraded, tau, probe_h, probe_b, candidates=cands, method="prefix", **kwargs)
+        np.testing.assert_allclose(prefix.safety_gain, patch.safety_gain, atol=2e-5)
+        np.testing.assert_allclose(prefix.utility_cost, patch.utility_cost, atol=2e-6)
+        assert prefix.base_refusal_ll == pytest.approx(patch.base_refusal_ll, abs=1e-5)
+    assert prefix.safety_gain[1] == 0.0 and prefix.utility_cost[1] == 0.0  # the all-zero candidate
+    assert patch.safety_gain[4] > 0.1 and abs(patch.safety_gain[0] - patch.safety_gain[4]) > 1e-3  # strengths 1, 2
+    nothing = score_layers(lm.apply, degraded, tau, probe_h, probe_b, candidates=np.zeros((2, 4)), method="prefix")
+    assert nothing.safety_gain.tolist() == [0.0, 0.0]
+    assert nothing.base_refusal_ll == pytest.approx(patch.base_refusal_ll, abs=1e-5)
+
+
+def test_prefix_method_says_why_it_does_not_apply(setup):
+    lm, aligned, degraded, probe_h, probe_b = setup
+    tau = sg.safety_vector(aligned, degraded)
+    with pytest.raises(sg.SafeGeneError, match="more than one layer"):
+        score_layers(lm.apply, degraded, tau, probe_h, probe_b, candidates=np.ones((1, 4)), method="prefix")
+    plain = lambda params, tokens, mask=None: lm.apply(params, tokens, mask)  # noqa: E731
+    with pytest.raises(sg.SafeGeneError, match="one layer at a time"):
+        score_layers(plain, degraded, tau, probe_h, probe_b, method="prefix")
+    auto = score_layers(plain, degraded, tau, probe_h, probe_b)  # auto: the patch method for a plain apply
+    assert int(np.argmax(auto.safety_gain)) == PLANTED
+    with pytest.raises(sg.SafeGeneError, match="method must be one of"):
+        score_layers(lm.apply, degraded, tau, probe_h, probe_b, method="fast")
+
+
 def test_fit_recovers_a_known_coefficient():
     target = jnp.array([0.3, 1.4, 0.0])
     x = jax.random.normal(jax.random.PRNGKey(0), (16, 3))

@@ -132,6 +132,18 @@ def test_step_with_host_learning_rate_is_adamw_with_the_schedule(lm):
     assert moved > 1e-4  # the three steps did move the params
 
 
+def test_stages_with_other_learning_rates_share_one_compiled_step(lm):
+    """Another learning rate, schedule and step count: the same jitted step, no new compile."""
+    train.sft(lm, PAIRS[:8], fast(steps=2))
+    key = list(train._STEPS)[-1]
+    fn = train._STEPS[key]
+    compiled = fn._cache_size()
+    train.sft(lm, PAIRS[:8], fast(steps=3, learning_rate=3e-3, warmup_steps=0))
+    assert list(train._STEPS)[-1] == key and train._STEPS[key] is fn and fn._cache_size() == compiled
+    train.sft(lm, PAIRS[:8], fast(steps=1, weight_decay=0.5))  # an optimizer setting: its own step
+    assert list(train._STEPS)[-1] != key
+
+
 def test_killed_run_resumes_to_the_same_params(lm, tmp_path):
     model_dir = tmp_path / "model"
     from tiny import tiny_model_folder

@@ -188,6 +188,23 @@ class LlamaForCausalLM(nnx.Module):
         and positions count real tokens only. With a cache, the ``T`` tokens go to the slots from
         ``cache.index`` on and attend to every earlier real slot.
         """
+        cos, sin, bias, key_mask, index = self.context(tokens, attention_mask, positions=positions, cache=cache)
+        x = self.model.embed_tokens(tokens)
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.model.layers):
+            kv = None if cache is None else (cache.keys[i], cache.values[i])
+            x, kv = layer(x, cos, sin, bias, kv, index)
+            if kv is not None:
+                new_keys.append(kv[0])
+                new_values.append(kv[1])
+        new_cache = None
+        if cache is not None:
+            new_cache = KVCache(tuple(new_keys), tuple(new_values), key_mask, index + tokens.shape[1])
+        return self.logits(x), new_cache
+
+    def context(self, tokens, attention_mask=None, *, positions=None, cache: KVCache | None = None):
+        """What every layer of one call shares: rotary ``cos``/``sin``, the attention ``bias``, the key
+        mask and the first cache slot."""
         cfg = self.config
         b, t = tokens.shape
         mask = jnp.ones((b, t), jnp.int32) if attention_mask is None else attention_mask.astype(jnp.int32)
@@ -212,33 +229,56 @@ class LlamaForCausalLM(nnx.Module):
         freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(rope_inv_freq(cfg))
         emb = jnp.concatenate([freqs, freqs], axis=-1)
         cos, sin = jnp.cos(emb), jnp.sin(emb)
+        return cos, sin, bias, key_mask, index
 
-        x = self.model.embed_tokens(tokens)
-        new_keys, new_values = [], []
-        for i, layer in enumerate(self.model.layers):
-            kv = None if cache is None else (cache.keys[i], cache.values[i])
-            x, kv = layer(x, cos, sin, bias, kv, index)
-            if kv is not None:
-                new_keys.append(kv[0])
-                new_values.append(kv[1])
+    def logits(self, x):
+        """Final norm and LM head (tied or not) of hidden states ``(..., hidden)``, in float32."""
         x = self.model.norm(x)
-        if cfg.tie_word_embeddings:
-            logits = self.model.embed_tokens.attend(x)
-        else:
-            logits = self.lm_head(x)
-        new_cache = None
-        if cache is not None:
-            new_cache = KVCache(tuple(new_keys), tuple(new_values), key_mask, index + t)
-        return logits.astype(jnp.float32), new_cache
+        logits = self.model.embed_tokens.attend(x) if self.config.tie_word_embeddings else self.lm_head(x)
+        return logits.astype(jnp.float32)
 
 
-def make_apply(graphdef):
-    """``apply(params, tokens, attention_mask=None) -> logits`` for a split model; jit/vmap/grad safe."""
+class LayeredApply:
+    """``apply(params, tokens, attention_mask=None) -> logits`` for a split model (jit/vmap/grad safe), which
+    also runs one layer at a time, for work that reuses the layers below a change (layer scoring)::
 
-    def apply(params, tokens, attention_mask=None):
-        return nnx.merge(graphdef, params)(tokens, attention_mask)[0]
+        x, ctx = apply.embed(params, tokens, mask)
+        for i in range(apply.num_layers(params)):
+            x = apply.layer(params, i, x, ctx)
+        logits = apply.head(params, x)  # hidden states of any leading shape, e.g. a few positions only
+    """
 
-    return apply
+    def __init__(self, graphdef):
+        self.graphdef = graphdef
+        self._layer_graphdef = None
+
+    def __call__(self, params, tokens, attention_mask=None):
+        return nnx.merge(self.graphdef, params)(tokens, attention_mask)[0]
+
+    @staticmethod
+    def num_layers(params) -> int:
+        return len(params["model"]["layers"])
+
+    def embed(self, params, tokens, attention_mask=None):
+        """Token embeddings ``(B, T, hidden)`` and the context every layer of this batch shares."""
+        model = nnx.merge(self.graphdef, params)
+        cos, sin, bias, _, _ = model.context(tokens, attention_mask)
+        return model.model.embed_tokens(tokens), (cos, sin, bias)
+
+    def layer(self, params, i: int, x, ctx):
+        """Decoder layer ``i`` on ``x``; only that layer's params are read (and merged)."""
+        if self._layer_graphdef is None:  # every decoder layer has the same structure
+            self._layer_graphdef = nnx.split(nnx.merge(self.graphdef, params).model.layers[0])[0]
+        return nnx.merge(self._layer_graphdef, params["model"]["layers"][i])(x, *ctx)[0]
+
+    def head(self, params, x):
+        """Final norm and LM head: logits in float32."""
+        return nnx.merge(self.graphdef, params).logits(x)
+
+
+def make_apply(graphdef) -> LayeredApply:
+    """``apply(params, tokens, attention_mask=None) -> logits`` for a split model; see :class:`LayeredApply`."""
+    return LayeredApply(graphdef)
 
 
 def make_step(graphdef):
