@@ -39,6 +39,7 @@ _LAZY = {
     "LlamaConfig": "safegene_jax.models.config",
     "LlamaForCausalLM": "safegene_jax.models.llama",
     "make_apply": "safegene_jax.models.llama",
+    "LayeredApply": "safegene_jax.models.llama",
     "make_mesh": "safegene_jax.sharding",
     "TrainConfig": "safegene_jax.train",
     "LoraConfig": "safegene_jax.lora",

@@ -136,6 +136,27 @@ def test_fit_recovers_a_known_coefficient():
     assert float(bounded.max()) <= 1.0 and bounded[1] == pytest.approx(1.0)  # projected onto [0, alpha_max]
 
 
+def test_first_step_inputs_are_placed_like_the_steps_outputs(eight_devices):
+    """Committed like the jitted step's outputs, so the second step reuses the first one's program."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from safegene_jax.recalibrate import _placed_with
+
+    tree = (jnp.ones(3), {"count": jnp.zeros((), jnp.int32)})
+    assert not any(x.committed for x in jax.tree.leaves(_placed_with((jnp.ones(2),), tree)))
+    one = jax.device_put(jnp.ones(2), eight_devices[3])
+    placed = _placed_with((one,), tree)
+    assert all(x.committed and x.sharding.device_set == {eight_devices[3]} for x in jax.tree.leaves(placed))
+    mesh = make_mesh(data=8, fsdp=1, tensor=1)
+    sharded = jax.device_put(jnp.ones((8, 2)), NamedSharding(mesh, P("data", None)))
+    placed = _placed_with((sharded,), tree)
+    assert all(x.sharding == NamedSharding(mesh, P()) for x in jax.tree.leaves(placed))
+    step = jax.jit(lambda a, w: a + w.sum())
+    alpha = step(placed[0], sharded)
+    assert alpha.committed and alpha.sharding.is_equivalent_to(placed[0].sharding, 1)
+
+
 def test_recalibration_recovers_coefficient_on_model(setup):
     lm, aligned, degraded, probe_h, probe_b = setup
     tau = sg.safety_vector(aligned, degraded)

