@@ -38,7 +38,8 @@ def run(args) -> dict:
     reset_peak()
     if args.variant in ("prefix", "patch"):
         t0 = time.perf_counter()
-        scores = score_layers(lm.apply, params, vec, harmful, benign, chunk_size=args.chunk, method=args.variant)
+        chunk = args.chunk if args.variant == "prefix" else args.patch_chunk
+        scores = score_layers(lm.apply, params, vec, harmful, benign, chunk_size=chunk, method=args.variant)
         seconds = time.perf_counter() - t0
         gains = scores.safety_gain
     else:
@@ -72,7 +73,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--probes", type=int, default=4)
     parser.add_argument("--length", type=int, default=96)
-    parser.add_argument("--chunk", type=int, default=8, help="score_layers' chunk_size")
+    parser.add_argument("--chunk", type=int, default=8, help="chunk_size of the prefix method")
+    parser.add_argument("--patch-chunk", type=int, default=1, help="chunk_size of the patch method (model copies)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
@@ -80,6 +82,7 @@ def main(argv=None):
         print(json.dumps(run(args)))
         return
     common = ["--probes", str(args.probes), "--length", str(args.length), "--chunk", str(args.chunk)]
+    common += ["--patch-chunk", str(args.patch_chunk)]
     results = run_sides(__file__, VARIANTS, "--variant", common)
     import numpy as np
 
@@ -88,7 +91,8 @@ def main(argv=None):
     model = results["prefix"]["model_GiB"]
     print(
         f"SmolLM2-135M-Instruct, 30 layers scored, {args.probes}+{args.probes} probes x {args.length} tokens, "
-        f"chunk {args.chunk}; model params {model:.2f} GiB (float32); times include compilation"
+        f"chunk {args.chunk} (patch: {args.patch_chunk}); model params {model:.2f} GiB (float32); "
+        "times include compilation"
     )
     print(f"{'variant':<10}{'seconds':>9}{'extra peak GiB':>16}{'x model':>9}")
     for v in VARIANTS:

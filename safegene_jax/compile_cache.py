@@ -1,15 +1,18 @@
 """JAX's persistent compilation cache, turned on for pipeline runs.
 
-Every training stage compiles its train step once per padded batch length, and each recalibration compiles
-its step: on a CPU that is ~10 s per program, a large part of a small run. The train step takes the
-learning rate as an argument, so align, degrade and every task fine-tune compile to the same programs;
-with the cache on, each is compiled once per machine instead of once per stage (and a rerun compiles
-nothing). The cache is JAX's own (keyed by the program, the JAX version and the devices), so a stale
-entry is never reused.
+A rerun, or another run of the same model and shapes, loads its compiled programs from the cache instead
+of compiling them again. (Within one run, the train step is shared by every stage anyway: see
+:func:`safegene_jax.train.jitted_step`.) On a 2-core CPU a cached SmolLM2-135M train step still took
+about 6 s to trace and load against about 10 s to compile; on accelerators, where one step compiles in
+20-30 s, the cache saves more. It is JAX's own cache, keyed by the program, the JAX version and the
+devices, so a stale entry is never used.
 
 Example:
+    >>> import jax
     >>> from safegene_jax.compile_cache import enable
-    >>> enable("")  # '' leaves it off (unless JAX_COMPILATION_CACHE_DIR set one)
+    >>> folder = enable("")  # '' leaves it off, unless JAX_COMPILATION_CACHE_DIR set one
+    >>> folder == (jax.config.jax_compilation_cache_dir or None)
+    True
 """
 
 from __future__ import annotations
