@@ -197,7 +197,7 @@ def run_pipeline(cfg: PipelineConfig, *, echo: Callable[[str], None] = print, pr
     from safegene_jax import stages
     from safegene_jax.compile_cache import enable
 
-    enable(cfg.compile_cache)  # the stages' train and recalibration steps are compiled once per machine
+    enable(cfg.compile_cache)  # a rerun (or a run of the same model) loads its compiled programs
     run = _Run(cfg, echo, progress)
     root = run.root
     root.mkdir(parents=True, exist_ok=True)

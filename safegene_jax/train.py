@@ -121,8 +121,7 @@ def lr_schedule(cfg: TrainConfig) -> optax.Schedule:
 def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     """AdamW without its learning rate: clipping, Adam, weight decay. The step scales the update by the
     learning rate it is passed (``lr_schedule(cfg)(step)``, computed on the host), so the learning rate and
-    the schedule are not constants of the compiled step: one compiled step serves every stage whose
-    shapes match (with the persistent compilation cache, across stages and runs)."""
+    the schedule are not constants of the compiled step (see :func:`jitted_step`)."""
     return optax.chain(
         optax.clip_by_global_norm(cfg.max_grad_norm),
         optax.scale_by_adam(),
