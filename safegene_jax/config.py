@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from safegene_jax.compile_cache import DEFAULT as COMPILE_CACHE
 from safegene_jax.errors import SafeGeneError
 
 
@@ -238,7 +239,7 @@ class PipelineConfig:
     out_dir: str = "runs/demo"
     seed: int = 0
     model: str = "smollm2-135m-instruct"
-    compile_cache: str = "~/.cache/safegene_jax/xla"  # JAX's persistent compilation cache; '' turns it off
+    compile_cache: str = COMPILE_CACHE  # JAX's persistent compilation cache; '' turns it off
     tiny: TinySection = TinySection()
     mesh: MeshSection = MeshSection()
     align: AlignSection = AlignSection()

@@ -154,10 +154,10 @@ def score_layers(
     if method not in METHODS:
         raise SafeGeneError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     harmful, benign = _check_batch(harmful, "harmful"), _check_batch(benign, "benign")
-    starts = None
+    plan = None
     if method != "patch":
-        starts, why = _prefix_plan(apply, params, vec, cands, layer_map)
-        if starts is None and method == "prefix":
+        plan, why = _prefix_plan(apply, params, vec, cands, layer_map)
+        if plan is None and method == "prefix":
             raise SafeGeneError(f"method='prefix' does not apply: {why}; use method='patch'")
     if mesh is not None:
         from jax.sharding import NamedSharding
@@ -173,8 +173,8 @@ def score_layers(
         by_path = dict(zip(flatten_with_paths(params)[0], flatten_with_paths(shardings)[1]))
         vec = {p: jax.device_put(v, by_path[p]) for p, v in vec.items()}
 
-    if starts is not None:
-        gains, costs, ref_h = _score_prefix(apply, params, vec, cands, starts, harmful, benign, chunk_size, layer_map)
+    if plan is not None:
+        gains, costs, ref_h = _score_prefix(apply, params, vec, cands, *plan, harmful, benign, chunk_size)
         return LayerScores(gains, costs, cands, ref_h)
 
     @jax.jit
@@ -196,21 +196,23 @@ def score_layers(
 
 
 def _prefix_plan(apply: Any, params: Any, vec: dict, cands: np.ndarray, layer_map: Any) -> tuple[Any, str]:
-    """``(start layer of each candidate (-1: all zero), '')`` when the prefix method applies, else
-    ``(None, why not)``."""
+    """``((start layer of each candidate (-1: all zero), the vector's paths per layer), '')`` when the prefix
+    method applies, else ``(None, why not)``."""
     if not all(callable(getattr(apply, name, None)) for name in ("embed", "layer", "head", "num_layers")):
         return None, "apply does not run one layer at a time (make it with safegene_jax.make_apply)"
     nonzero = cands != 0
     if (nonzero.sum(axis=1) > 1).any():
         return None, "a candidate patches more than one layer"
+    if apply.num_layers(params) != cands.shape[1]:
+        return None, f"the model has {apply.num_layers(params)} decoder layers, the layer map {cands.shape[1]}"
     lm = as_layer_map(layer_map)
+    layer_paths: list[list[str]] = [[] for _ in range(cands.shape[1])]
     for path in vec:
         layer = lm.layer_of(path)
         if not isinstance(layer, int) or not path.startswith(f"model.layers.{layer}."):
             return None, f"vector leaf {path!r} is not a leaf of the decoder layer the layer map gives it"
-    if apply.num_layers(params) != cands.shape[1]:
-        return None, f"the model has {apply.num_layers(params)} decoder layers, the layer map {cands.shape[1]}"
-    return np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), -1), ""
+        layer_paths[layer].append(path)
+    return (np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), -1), layer_paths), ""
 
 
 def _response_positions(batch: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -220,11 +222,9 @@ def _response_positions(batch: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return rows, cols, tokens[rows, cols + 1]
 
 
-def _score_prefix(apply, params, vec, cands, starts, harmful, benign, chunk, layer_map):
+def _score_prefix(apply, params, vec, cands, starts, layer_paths, harmful, benign, chunk):
     """The prefix method (see the module docstring): gains, costs and the reference refusal log-likelihood."""
-    lm = as_layer_map(layer_map)
     num_layers = cands.shape[1]
-    layer_paths = [[p for p in vec if lm.layer_of(p) == layer] for layer in range(num_layers)]
     order = np.argsort(np.where(starts < 0, num_layers, starts), kind="stable")  # streams by start layer
     order = order[starts[order] >= 0]  # all-zero candidates change nothing: gain and cost 0
     started = [np.flatnonzero(starts[order] == layer) for layer in range(num_layers)]  # stream slots
