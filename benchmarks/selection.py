@@ -27,7 +27,8 @@ def run(args) -> dict:
     import numpy as np
 
     import safegene_jax as sg
-    from safegene_jax.selection import mean_kl, refusal_loglik, score_layers
+    from safegene_jax.core.losses import mean_kl, mean_loglik, reference_logp
+    from safegene_jax.method.selection import score_layers
 
     lm = sg.load_model("smollm2-135m-instruct")
     params = lm.params
@@ -47,12 +48,12 @@ def run(args) -> dict:
 
         @jax.jit
         def score(patched, ref_logp, ref_h):
-            gain = refusal_loglik(apply(patched, harmful["tokens"], harmful["attention_mask"]), harmful) - ref_h
+            gain = mean_loglik(apply(patched, harmful["tokens"], harmful["attention_mask"]), harmful) - ref_h
             return gain, mean_kl(ref_logp, apply(patched, benign["tokens"], benign["attention_mask"]), benign)
 
         t0 = time.perf_counter()
-        ref_h = refusal_loglik(apply(params, harmful["tokens"], harmful["attention_mask"]), harmful)
-        ref_logp = jax.nn.log_softmax(apply(params, benign["tokens"], benign["attention_mask"])[:, :-1], axis=-1)
+        ref_h = mean_loglik(apply(params, harmful["tokens"], harmful["attention_mask"]), harmful)
+        ref_logp = reference_logp(apply(params, benign["tokens"], benign["attention_mask"]))
         n = 30
         gains = []
         for layer in range(n):

@@ -34,12 +34,13 @@ def run_jax(args) -> dict:
     from safegene_jax import train
     from safegene_jax.models import load_model
     from safegene_jax.models.llama import make_apply
+    from safegene_jax.train.steps import make_step
 
     lm = load_model(args.model)
     cfg = train.TrainConfig(steps=1000, learning_rate=1e-5, warmup_steps=0)
     opt = train.optimizer(cfg)
     params = nnx.to_pure_dict(nnx.state(lm.model, nnx.Param))
-    step = jax.jit(train.make_step(make_apply(lm.graphdef), opt, None), donate_argnums=(0,))
+    step = jax.jit(make_step(make_apply(lm.graphdef), opt, None), donate_argnums=(0,))
     state = {"step": jnp.zeros((), jnp.int32), "trainable": params, "opt_state": opt.init(params)}
     ids = jnp.asarray(tokens(args.batch, args.length, lm.config.vocab_size), jnp.int32)[None]
     batch = {"tokens": ids, "attention_mask": jnp.ones_like(ids), "loss_mask": jnp.ones_like(ids)}

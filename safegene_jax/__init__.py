@@ -1,6 +1,9 @@
 """safegene_jax: reusable safety adapters that give fine-tuned LLMs back their safety, in JAX.
 
-The core is a set of pure functions on parameter pytrees (Flax NNX ``State``, pure dicts, Linen trees):
+This module is the one public API. The core (the safety-vector arithmetic on any params pytree, the
+errors) loads with it and needs only JAX and NumPy; the method, models, training, evaluation and pipeline
+load on first use of one of their names, so ``import safegene_jax`` stays light and the method imports
+neither TFDS nor training code.
 
     >>> import numpy as np
     >>> import safegene_jax as sg
@@ -11,93 +14,202 @@ The core is a set of pure functions on parameter pytrees (Flax NNX ``State``, pu
     [2.8284, 0.0]
     >>> sg.apply_vector(degraded, tau, [1.0, 0.0])["layers"][0]["w"].tolist()
     [3.0, 3.0]
+
+The layers, each importing only the ones before it: ``core`` -> ``runtime``, ``store`` -> ``models``,
+``data`` -> ``method`` (core, runtime, store), ``train`` -> ``eval`` -> ``pipeline``.
 """
 
-__version__ = "0.1.0"
+from typing import TYPE_CHECKING
 
-from safegene_jax.diagnostics import layer_cosines, layer_norms
-from safegene_jax.errors import LayerMapError, NonFiniteError, SafeGeneError, TreeMismatchError
-from safegene_jax.layers import MODULE_KINDS, STACKED, LayerMap, layer_mask, module_kind
-from safegene_jax.lowrank import EnergyReport, LowRank, low_rank, to_dense
-from safegene_jax.paths import flatten_with_paths
-from safegene_jax.transforms import (
+from safegene_jax._version import __version__ as __version__
+from safegene_jax.core import (
+    MODULE_KINDS,
+    STACKED,
+    CheckpointError,
+    CheckpointNotFoundError,
+    ConfigError,
+    DataError,
+    EnergyReport,
+    IncompatibleAdapterError,
+    LayerMap,
+    LayerMapError,
+    LowRank,
+    ModelNotFoundError,
+    NonFiniteError,
+    PromptTooLongError,
+    SafeGeneError,
+    TokenizerError,
+    TrainingError,
+    TreeMismatchError,
     apply_vector,
     as_vector,
     assert_finite,
+    flatten_with_paths,
     global_norm,
+    layer_cosines,
+    layer_mask,
+    layer_norms,
+    low_rank,
+    module_kind,
     restrict_layers,
     safety_vector,
+    to_dense,
 )
 
-# Models, generation and sharding import flax/transformers; they load on first use.
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs
+    from safegene_jax.eval import KeywordJudge, ModelJudge, evaluate_safety, evaluate_task
+    from safegene_jax.method import (
+        LayerScores,
+        Recalibration,
+        RecalibrationConfig,
+        SafetyAdapter,
+        dare,
+        fit_coefficients,
+        recalibrate,
+        resta,
+        safe_lora,
+        score_layers,
+        select,
+        task_arithmetic,
+    )
+    from safegene_jax.models import (
+        LayeredApply,
+        LlamaConfig,
+        LlamaForCausalLM,
+        LoadedModel,
+        export_hf,
+        generate,
+        generate_text,
+        load_model,
+        make_apply,
+        with_params,
+    )
+    from safegene_jax.pipeline import PipelineConfig, load_config, run_pipeline
+    from safegene_jax.runtime import make_mesh, param_shardings, shard_params
+    from safegene_jax.store import restore_tree, save_tree
+    from safegene_jax.train import CompiledSteps, LoraConfig, TrainConfig, align, degrade, finetune_task, sft
+
 _LAZY = {
-    "load_model": "safegene_jax.models.api",
-    "LoadedModel": "safegene_jax.models.api",
-    "generate_text": "safegene_jax.models.api",
-    "generate": "safegene_jax.models.generate",
-    "export_hf": "safegene_jax.models.hf",
-    "LlamaConfig": "safegene_jax.models.config",
-    "LlamaForCausalLM": "safegene_jax.models.llama",
-    "make_apply": "safegene_jax.models.llama",
-    "LayeredApply": "safegene_jax.models.llama",
-    "make_mesh": "safegene_jax.sharding",
-    "TrainConfig": "safegene_jax.train",
-    "LoraConfig": "safegene_jax.lora",
-    "sft": "safegene_jax.train",
-    "align": "safegene_jax.train",
-    "degrade": "safegene_jax.train",
-    "finetune_task": "safegene_jax.train",
-    "save_tree": "safegene_jax.checkpoint",
-    "score_layers": "safegene_jax.selection",
-    "select": "safegene_jax.selection",
-    "LayerScores": "safegene_jax.selection",
-    "recalibrate": "safegene_jax.recalibrate",
-    "RecalibrationConfig": "safegene_jax.recalibrate",
-    "fit_coefficients": "safegene_jax.recalibrate",
-    "SafetyAdapter": "safegene_jax.adapter",
-    "resta": "safegene_jax.baselines",
-    "safe_lora": "safegene_jax.baselines",
-    "task_arithmetic": "safegene_jax.baselines",
-    "dare": "safegene_jax.baselines",
-    "evaluate_safety": "safegene_jax.eval.evaluate",
-    "evaluate_task": "safegene_jax.eval.evaluate",
-    "KeywordJudge": "safegene_jax.eval.judges",
-    "ModelJudge": "safegene_jax.eval.judges",
-    "restore_tree": "safegene_jax.checkpoint",
-    "shard_params": "safegene_jax.sharding",
-    "param_shardings": "safegene_jax.sharding",
+    "safegene_jax.method": (
+        "LayerScores",
+        "Recalibration",
+        "RecalibrationConfig",
+        "SafetyAdapter",
+        "dare",
+        "fit_coefficients",
+        "recalibrate",
+        "resta",
+        "safe_lora",
+        "score_layers",
+        "select",
+        "task_arithmetic",
+    ),
+    "safegene_jax.models": (
+        "LayeredApply",
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        "LoadedModel",
+        "export_hf",
+        "generate",
+        "generate_text",
+        "load_model",
+        "make_apply",
+        "with_params",
+    ),
+    "safegene_jax.runtime": ("make_mesh", "param_shardings", "shard_params"),
+    "safegene_jax.store": ("restore_tree", "save_tree"),
+    "safegene_jax.train": ("CompiledSteps", "LoraConfig", "TrainConfig", "align", "degrade", "finetune_task", "sft"),
+    "safegene_jax.eval": ("KeywordJudge", "ModelJudge", "evaluate_safety", "evaluate_task"),
+    "safegene_jax.pipeline": ("PipelineConfig", "load_config", "run_pipeline"),
 }
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
 
 
-def __getattr__(name):
-    if name in _LAZY:
+def __getattr__(name: str):
+    if name in _HOME:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_HOME[name]), name)
+        globals()[name] = value  # bound once: later lookups never reach a submodule of the same name
+        return value
     raise AttributeError(f"module 'safegene_jax' has no attribute {name!r}")
 
 
-__all__ = sorted(_LAZY) + [
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME))
+
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "CompiledSteps",
+    "ConfigError",
+    "DataError",
     "EnergyReport",
+    "IncompatibleAdapterError",
+    "KeywordJudge",
     "LayerMap",
     "LayerMapError",
+    "LayerScores",
+    "LayeredApply",
+    "LlamaConfig",
+    "LlamaForCausalLM",
+    "LoadedModel",
+    "LoraConfig",
     "LowRank",
     "MODULE_KINDS",
+    "ModelJudge",
+    "ModelNotFoundError",
     "NonFiniteError",
+    "PipelineConfig",
+    "PromptTooLongError",
+    "Recalibration",
+    "RecalibrationConfig",
     "STACKED",
     "SafeGeneError",
+    "SafetyAdapter",
+    "TokenizerError",
+    "TrainConfig",
+    "TrainingError",
     "TreeMismatchError",
+    "align",
     "apply_vector",
     "as_vector",
     "assert_finite",
+    "dare",
+    "degrade",
+    "evaluate_safety",
+    "evaluate_task",
+    "export_hf",
+    "finetune_task",
+    "fit_coefficients",
     "flatten_with_paths",
+    "generate",
+    "generate_text",
     "global_norm",
     "layer_cosines",
     "layer_mask",
     "layer_norms",
+    "load_config",
+    "load_model",
     "low_rank",
+    "make_apply",
+    "make_mesh",
     "module_kind",
+    "param_shardings",
+    "recalibrate",
+    "resta",
+    "restore_tree",
     "restrict_layers",
+    "run_pipeline",
+    "safe_lora",
     "safety_vector",
+    "save_tree",
+    "score_layers",
+    "select",
+    "sft",
+    "shard_params",
+    "task_arithmetic",
     "to_dense",
+    "with_params",
 ]

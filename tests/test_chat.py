@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
+from safegene_jax.core.errors import PromptTooLongError
 from safegene_jax.data import (
-    PromptTooLongError,
     batch_examples,
     chat_prompt,
     encode_example,

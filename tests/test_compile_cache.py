@@ -8,7 +8,7 @@ import sys
 CHILD = """
 import json, sys
 import jax
-from safegene_jax.compile_cache import enable
+from safegene_jax.runtime.compile_cache import enable
 first = enable(sys.argv[1])
 second = enable(sys.argv[2])  # a cache already in use is kept
 print(json.dumps([first, second, jax.config.jax_compilation_cache_dir]))
@@ -37,8 +37,8 @@ def test_empty_path_leaves_it_off_and_the_users_setting_wins(tmp_path):
 
 
 def test_the_pipeline_config_names_it():
-    from safegene_jax.compile_cache import DEFAULT
-    from safegene_jax.config import load_config
+    from safegene_jax.pipeline.config import load_config
+    from safegene_jax.runtime.compile_cache import DEFAULT
 
     assert load_config().compile_cache == DEFAULT
     assert load_config(overrides=["compile_cache="]).compile_cache == ""

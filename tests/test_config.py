@@ -5,8 +5,17 @@ import pathlib
 
 import pytest
 
-from safegene_jax.config import QUICK, ConfigError, PipelineConfig, dump_config, load_config, parse_override
+from safegene_jax.core.errors import ConfigError
+from safegene_jax.method import RecalibrationConfig
 from safegene_jax.pipeline import stage_keys
+from safegene_jax.pipeline.config import (
+    CONFIG_DIR,
+    PipelineConfig,
+    dump_config,
+    load_config,
+    parse_override,
+)
+from safegene_jax.train import TrainConfig
 
 CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
 
@@ -15,9 +24,33 @@ def test_demo_yaml_is_the_defaults():
     assert load_config(CONFIGS / "demo.yaml") == PipelineConfig()
 
 
-def test_quick_yaml_is_the_quick_option():
-    assert load_config(CONFIGS / "quick.yaml") == load_config(base=QUICK)
-    assert load_config(base=QUICK).tiny.enabled
+def test_configs_ship_inside_the_package_and_load_by_name():
+    assert CONFIGS.resolve() == CONFIG_DIR  # the clone's configs/ is the package's own folder
+    assert load_config("quick") == load_config(CONFIG_DIR / "quick.yaml") and load_config("quick").tiny.enabled
+    assert load_config("demo.yaml") == PipelineConfig()
+    with pytest.raises(ConfigError, match="configs shipped with the package: demo, .*quick"):
+        load_config("quik")
+
+
+def test_sections_are_the_library_configs():
+    """One source of defaults: a training section is a TrainConfig, the recalibrate section a
+    RecalibrationConfig, with the same defaults; converting keeps every field."""
+    cfg = PipelineConfig()
+    assert isinstance(cfg.align, TrainConfig) and isinstance(cfg.recalibrate, RecalibrationConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in ("seed",):
+            assert getattr(cfg.align, f.name) == getattr(TrainConfig(), f.name), f.name
+    assert cfg.recalibrate.recalibration_config() == RecalibrationConfig()
+    custom = load_config(overrides=["recalibrate.margin=2.5", "recalibrate.seed=7", "align.lora={rank: 4}"])
+    assert custom.recalibrate.recalibration_config().margin == 2.5
+    assert custom.recalibrate.recalibration_config().seed == 7
+    assert custom.align.lora.rank == 4 and custom.align.lora.alpha == 16.0
+    from safegene_jax.pipeline.jobs import train_config
+
+    t = train_config(
+        load_config(overrides=["seed=10", "degrade.weight_decay=0.2"]).degrade, load_config(overrides=["seed=10"])
+    )
+    assert (t.seed, t.weight_decay) == (11, 0.2)
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -72,6 +105,15 @@ def test_parse_override_nests():
         ("align.compute_dtype=float16", "align.compute_dtype: must be float32 or bfloat16"),
         ("mesh.fsdp=-1", None),
         ("mesh.data=0", "mesh: sizes must be >= 1 or -1"),
+        ("mesh.data=-1", "mesh: at most one size may be -1"),
+        ("align.lora={rank: 0}", "align.lora.rank: must be >= 1"),
+        ("align.lora=3", "align.lora: must be a mapping"),
+        ("recalibrate.lam=-1", "recalibrate.lam: must be >= 0"),
+        ("recalibrate.l2=-0.1", "recalibrate.l2: must be >= 0"),
+        ("recalibrate.margin=-1", "recalibrate.margin: must be >= 0"),
+        ("recalibrate.shots=1", "recalibrate.shots: must be >= 2"),
+        ("baselines.resta_coeff=-1", "baselines.resta_coeff: must be >= 0"),
+        ("degrade.end_lr_ratio=2", "degrade.end_lr_ratio: must be in [0, 1]"),
         ("tiny.layers=2", "tiny.layers: must be >= 3"),
         ("eval.batch_size=0", "eval.batch_size: must be >= 1"),
         ("baselines.resta_drop=1.5", "baselines.resta_drop"),
@@ -147,3 +189,48 @@ def test_frozen():
     cfg = PipelineConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.name = "x"
+
+
+def test_the_stage_table_drives_order_keys_and_dependencies(monkeypatch):
+    import dataclasses as dc
+
+    from safegene_jax.pipeline import stages
+
+    cfg = load_config(overrides=["finetune.tasks=[arithmetic, sentiment]"])
+    planned = stages.plan(cfg)
+    # the order is the table's, each entry expanded per item; every stage comes after what it builds on
+    expanded = [s.name.format(**item) for s in stages.STAGES for item in s.per(cfg)]
+    assert [p.name for p in planned] == expanded
+    seen = set()
+    for p in planned:
+        assert set(p.after) <= seen, p.name
+        seen.add(p.name)
+    assert stage_keys(cfg) == {p.name: p.key for p in planned}
+    # a stage added to the table is planned, keyed by what it reads, and its key feeds the stages after it
+    extra = stages.Stage(
+        "extra/{task}",
+        "a stage added for the test",
+        reads=("baselines.resta_coeff",),
+        after=("finetune/{task}",),
+        outputs=("extra-{task}.json",),
+        work=lambda run, task: {},
+        per=lambda cfg: [{"task": t} for t in cfg.finetune.tasks],
+    )
+    follow = dc.replace(
+        extra, name="after-extra", after=("extra/sentiment",), outputs=("after.json",), per=lambda cfg: [{}], reads=()
+    )
+    monkeypatch.setattr(stages, "STAGES", stages.STAGES + (extra, follow))
+    keys = stage_keys(cfg)
+    assert list(keys)[-3:] == ["extra/arithmetic", "extra/sentiment", "after-extra"]
+    other = stage_keys(load_config(overrides=["finetune.tasks=[arithmetic, sentiment]", "baselines.resta_coeff=0.5"]))
+    assert {k for k in keys if keys[k] != other[k]} == {
+        "extra/arithmetic",
+        "extra/sentiment",
+        "after-extra",
+        "eval/arithmetic/resta",
+        "eval/sentiment/resta",
+    }
+    assert [p.outputs[0].name for p in stages.plan(cfg) if p.name.startswith("extra/")] == [
+        "extra-arithmetic.json",
+        "extra-sentiment.json",
+    ]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from safegene_jax import data
-from safegene_jax.data import DataError
+from safegene_jax.core.errors import DataError
 from safegene_jax.data.builders import gsm8k_final_answer, split_transcript
 
 SHARED = os.environ.get("SAFEGENE_DATA_ROOT")
@@ -127,11 +127,11 @@ def test_bad_file_reports_the_record(tmp_path):
 
 
 def test_unknown_names_and_splits():
-    with pytest.raises(KeyError, match="unknown dataset 'nope'"):
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
         data.load("nope")
-    with pytest.raises(KeyError, match="splits: test"):
+    with pytest.raises(DataError, match="splits: test"):
         data.load("xstest", split="train")
-    with pytest.raises(KeyError, match="splits: train, probe, fewshot, eval"):
+    with pytest.raises(DataError, match="splits: train, probe, fewshot, eval"):
         data.load("embedded/harmful", split="test")
     assert "embedded/task/arithmetic" in data.names() and "gsm8k" in data.names()
 

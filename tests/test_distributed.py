@@ -2,8 +2,8 @@
 
 import pytest
 
-from safegene_jax.distributed import host_count, maybe_initialize
-from safegene_jax.errors import SafeGeneError
+from safegene_jax.core.errors import SafeGeneError
+from safegene_jax.runtime.distributed import host_count, maybe_initialize
 
 
 def test_host_count_from_the_environment():
@@ -29,7 +29,7 @@ def test_initialize_only_for_several_hosts():
 
 
 def test_cli_rejects_a_bad_mode(monkeypatch, capsys):
-    from safegene_jax.cli import main
+    from safegene_jax.pipeline.cli import main
 
     monkeypatch.setenv("SAFEGENE_MULTIHOST", "sometimes")
     assert main(["synthetic", "--layers", "3"]) == 2

@@ -26,7 +26,7 @@ from safegene_jax.eval import (
     plot_tradeoff,
     rate_with_ci,
 )
-from safegene_jax.selection import LayerScores
+from safegene_jax.method.selection import LayerScores
 
 
 def test_keyword_judge():

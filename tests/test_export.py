@@ -69,7 +69,7 @@ def test_export_is_atomic(tmp_path, monkeypatch):
 
 def test_params_need_config(tmp_path):
     lm = load_model(MODELS / "tied")
-    from safegene_jax.models import ConfigError
+    from safegene_jax.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="config="):
         export_hf(lm.params, tmp_path / "x")

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from safegene_jax.errors import SafeGeneError
+from safegene_jax.core.errors import SafeGeneError
 from safegene_jax.models import generate, load_model
-from safegene_jax.models.generate import _generate, sample_logits
+from safegene_jax.models.generation import _generate, sample_logits
 
 MODELS = pathlib.Path(__file__).parent / "fixtures" / "models"
 

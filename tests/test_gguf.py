@@ -8,7 +8,8 @@ import pytest
 from gguf_fixture import FIXTURES, write_gguf
 from tokenizers import Tokenizer
 
-from safegene_jax.models import CheckpointError, load_model
+from safegene_jax.core.errors import CheckpointError
+from safegene_jax.models import load_model
 from safegene_jax.models.gguf_file import GGUFFile, permute_qk, unpermute_qk
 from safegene_jax.models.hf import hf_state_dict
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import safegene_jax as sg
-from safegene_jax.layers import as_layer_map, layout
+from safegene_jax.core.layers import as_layer_map, layout
 
 
 @pytest.mark.parametrize(

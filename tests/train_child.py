@@ -11,7 +11,7 @@ from safegene_jax import train
 PAIRS = [(f"Question {i}?", f"Answer number {i}.") for i in range(12)]
 
 
-def config(ckpt_dir):
+def config():
     return train.TrainConfig(
         steps=8,
         batch_size=4,
@@ -20,8 +20,6 @@ def config(ckpt_dir):
         warmup_steps=2,
         save_every=2,
         keep=3,
-        checkpoint_dir=str(ckpt_dir),
-        progress=False,
         seed=3,
     )
 
@@ -32,6 +30,8 @@ if __name__ == "__main__":
     train.sft(
         tiny_lm(model_dir),
         PAIRS,
-        config(ckpt_dir),
+        config(),
+        checkpoint_dir=str(ckpt_dir),
+        progress=False,
         on_step=lambda rec: (print(rec["step"], flush=True), time.sleep(delay)),
     )

@@ -5,7 +5,7 @@ Both reduce leaf by leaf in float32 under ``jit`` and sum the leaves of each lay
 
 Example:
     >>> import numpy as np
-    >>> from safegene_jax.diagnostics import layer_norms, layer_cosines
+    >>> from safegene_jax.core.diagnostics import layer_norms, layer_cosines
     >>> v = {"layers.0.w": np.array([3.0, 4.0]), "layers.1.w": np.array([0.0, 1.0])}
     >>> layer_norms(v).tolist()
     [5.0, 1.0]
@@ -21,17 +21,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from safegene_jax.errors import LayerMapError, TreeMismatchError
-from safegene_jax.layers import MODULE_KINDS, LeafLayer, layout
-from safegene_jax.lowrank import _densify
-from safegene_jax.paths import first_difference
-from safegene_jax.transforms import as_vector
+from safegene_jax.core.errors import LayerMapError, TreeMismatchError
+from safegene_jax.core.layers import MODULE_KINDS, LeafLayer, layout
+from safegene_jax.core.lowrank import dense_leaf
+from safegene_jax.core.paths import first_difference
+from safegene_jax.core.transforms import as_vector
 
 
 def _layer_dots(a_leaves, b_leaves, plan: tuple[LeafLayer, ...], num_layers: int):
     acc = jnp.zeros((num_layers, len(MODULE_KINDS)), jnp.float32)
     for a, b, place in zip(a_leaves, b_leaves, plan):
-        prod = _densify(a).astype(jnp.float32) * _densify(b).astype(jnp.float32)
+        prod = dense_leaf(a).astype(jnp.float32) * dense_leaf(b).astype(jnp.float32)
         if place.stacked:
             acc = acc.at[:, place.kind].add(jnp.sum(prod.reshape(prod.shape[0], -1), axis=1))
         elif place.layer is not None:

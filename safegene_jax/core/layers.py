@@ -1,6 +1,6 @@
 """Which leaf belongs to which transformer layer, and to which module kind.
 
-A :class:`LayerMap` turns a leaf path (see :mod:`safegene_jax.paths`) into one of:
+A :class:`LayerMap` turns a leaf path (see :mod:`safegene_jax.core.paths`) into one of:
 
 * an ``int``: the leaf belongs to that layer (per-index layouts: ``layers.3.``, ``layers_3``,
   ``model.layers.3.``, NNX ``('layers', 3, ...)``);
@@ -11,7 +11,7 @@ Presets: :meth:`LayerMap.auto` (the default: per-index, else stacked under a ``l
 :meth:`LayerMap.per_index`, :meth:`LayerMap.stacked`; or wrap your own function.
 
 Example:
-    >>> from safegene_jax.layers import LayerMap
+    >>> from safegene_jax.core.layers import LayerMap
     >>> lm = LayerMap.auto()
     >>> lm.layer_of("model.layers.3.self_attn.q_proj.weight"), lm.kind_of("model.layers.3.mlp.up_proj.weight")
     (3, 'mlp')
@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from safegene_jax.errors import LayerMapError
+from safegene_jax.core.errors import LayerMapError
 
 STACKED = "stacked"
 """Returned by a layer map for a leaf that stacks all layers on axis 0."""

@@ -8,7 +8,7 @@ energy: the fraction of the squared Frobenius norm kept, per leaf and over the w
 
 Example:
     >>> import numpy as np
-    >>> from safegene_jax.lowrank import low_rank, to_dense
+    >>> from safegene_jax.core.lowrank import low_rank, to_dense
     >>> m = np.outer(np.arange(1.0, 9.0), np.ones(8)).astype(np.float32)  # rank 1
     >>> compact, report = low_rank({"layers.0.w": m}, rank=1)
     >>> round(report.total, 6), bool(np.allclose(to_dense(compact)["layers.0.w"], m, atol=1e-4))
@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from safegene_jax.layers import as_layer_map, layout
+from safegene_jax.core.errors import LayerMapError
+from safegene_jax.core.layers import as_layer_map, layout
 
 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["left", "right"], meta_fields=["shape"])
@@ -84,7 +85,8 @@ class EnergyReport:
     compressed_size: int
 
 
-def _densify(leaf):
+def dense_leaf(leaf):
+    """A leaf as a dense array: :meth:`LowRank.dense` for a low-rank leaf, the leaf itself otherwise."""
     return leaf.dense() if isinstance(leaf, LowRank) else leaf
 
 
@@ -113,7 +115,7 @@ def low_rank(vector: Mapping[str, Any], rank: int, *, layer_map: Any = None) -> 
         passed to :func:`safegene_jax.apply_vector` as it is, or densified with :func:`to_dense`.
     """
     if not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank must be a positive int, got {rank!r}")
+        raise LayerMapError(f"rank must be a positive int, got {rank!r}")
     paths = list(vector)
     leaves = [vector[p] for p in paths]
     placed = layout(paths, [leaf.shape for leaf in leaves], as_layer_map(layer_map)).leaves
@@ -152,4 +154,4 @@ def low_rank(vector: Mapping[str, Any], rank: int, *, layer_map: Any = None) -> 
 
 def to_dense(vector: Mapping[str, Any]) -> dict[str, Any]:
     """Replaces every :class:`LowRank` leaf of a vector by its dense array."""
-    return {path: _densify(leaf) for path, leaf in vector.items()}
+    return {path: dense_leaf(leaf) for path, leaf in vector.items()}

@@ -7,7 +7,7 @@ and a plain nested dict of the same model all give the same paths. Linen trees k
 
 Example:
     >>> import numpy as np
-    >>> from safegene_jax.paths import flatten_with_paths
+    >>> from safegene_jax.core.paths import flatten_with_paths
     >>> paths, leaves, _ = flatten_with_paths({"layers": [{"w": np.ones(2)}]})
     >>> paths
     ['layers.0.w']
@@ -20,7 +20,7 @@ from typing import Any
 
 import jax
 
-from safegene_jax.errors import TreeMismatchError
+from safegene_jax.core.errors import TreeMismatchError
 
 _VARIABLE_ATTRS = ("value", "raw_value")
 

@@ -5,7 +5,7 @@
   coefficient and an optional layer mask.
 * :func:`restrict_layers` - the vector limited to some layers (what layer selection keeps).
 
-A *vector* is a flat ``dict`` from leaf path (see :mod:`safegene_jax.paths`) to array, so it is the
+A *vector* is a flat ``dict`` from leaf path (see :mod:`safegene_jax.core.paths`) to array, so it is the
 same for a Flax NNX ``State``, a pure dict and a Linen ``{"params": ...}`` tree of one model, and
 holds only the leaves it changes. Any pytree with the params' paths is accepted as a vector too.
 Math runs in float32 under ``jit``; every output leaf has its input's dtype and sharding.
@@ -33,10 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from safegene_jax.errors import LayerMapError, NonFiniteError, TreeMismatchError
-from safegene_jax.layers import MODULE_KINDS, LeafLayer, layer_mask, layout
-from safegene_jax.lowrank import LowRank, _densify
-from safegene_jax.paths import check_same_structure, flatten_with_paths
+from safegene_jax.core.errors import LayerMapError, NonFiniteError, TreeMismatchError
+from safegene_jax.core.layers import MODULE_KINDS, LeafLayer, layer_mask, layout
+from safegene_jax.core.lowrank import LowRank, dense_leaf
+from safegene_jax.core.paths import check_same_structure, flatten_with_paths
 
 Vector = dict
 """A safety vector: ``{leaf path: array or LowRank}``."""
@@ -133,7 +133,7 @@ def safety_vector(
     Args:
         aligned: params of the safety-aligned model (NNX ``State``, dict or Linen tree).
         degraded: params of the degraded copy (or the pre-alignment base), same structure.
-        layer_map: how leaves map to layers (see :mod:`safegene_jax.layers`); default ``'auto'``.
+        layer_map: how leaves map to layers (see :mod:`safegene_jax.core.layers`); default ``'auto'``.
         layers_only: keep only leaves inside transformer layers (drops embeddings, final norm, LM head).
         include: regex (or ``path -> bool``); if given, only matching paths are kept.
         exclude: regex (or ``path -> bool``); matching paths are dropped.
@@ -188,7 +188,7 @@ def safety_vector(
 def _apply_impl(params, vector, coeffs, outside, plan: tuple[LeafLayer, ...]):
     out = []
     for p, v, place in zip(params, vector, plan):
-        v = _densify(v).astype(jnp.float32)
+        v = dense_leaf(v).astype(jnp.float32)
         if place.stacked:
             c = coeffs if coeffs.ndim == 1 else coeffs[:, place.kind]
             c = c.reshape((-1,) + (1,) * (p.ndim - 1))
@@ -337,7 +337,7 @@ def restrict_layers(
     for path, place in zip(paths, lay.leaves):
         leaf = vec[path]
         if place.stacked:
-            dense = _densify(leaf)
+            dense = dense_leaf(leaf)
             out[path] = (dense * jnp.asarray(mask, dense.dtype).reshape((-1,) + (1,) * (dense.ndim - 1))).astype(
                 dense.dtype
             )
@@ -349,4 +349,4 @@ def restrict_layers(
 def global_norm(vector: Any) -> jax.Array:
     """L2 norm of a whole vector, in float32."""
     vec = as_vector(vector)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(_densify(v).astype(jnp.float32))) for v in vec.values()))
+    return jnp.sqrt(sum(jnp.sum(jnp.square(dense_leaf(v).astype(jnp.float32))) for v in vec.values()))

@@ -1,14 +1,15 @@
 """Datasets: TFDS builders without TensorFlow, the embedded default data, and chat formatting.
 
+Importing this package does not import TFDS: the public datasets' builders load when :func:`load` first
+needs one.
+
 >>> from safegene_jax import data
 >>> data.load("embedded/harmful", split="probe")[0]["category"]
 'cyber'
 """
 
-from safegene_jax.data.builders import DataError
 from safegene_jax.data.chat import (
     Example,
-    PromptTooLongError,
     batch_examples,
     chat_prompt,
     encode_example,
@@ -17,12 +18,12 @@ from safegene_jax.data.chat import (
     length_buckets,
 )
 from safegene_jax.data.registry import Records, load, names
+from safegene_jax.data.task_sets import TASK_SETS, task_records
 from safegene_jax.data.tasks import extract_answer
 
 __all__ = [
-    "DataError",
+    "TASK_SETS",
     "Example",
-    "PromptTooLongError",
     "Records",
     "batch_examples",
     "chat_prompt",
@@ -33,4 +34,5 @@ __all__ = [
     "length_buckets",
     "load",
     "names",
+    "task_records",
 ]

@@ -15,17 +15,12 @@ import pathlib
 import re
 import socket
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from safegene_jax.errors import SafeGeneError
-
-
-class DataError(SafeGeneError):
-    """A dataset cannot be found, downloaded or parsed."""
-
+from safegene_jax.core.errors import DataError
 
 _GH = "https://raw.githubusercontent.com"
 
@@ -378,7 +373,3 @@ BUILDERS: dict[str, tuple[type[_SafegeneBuilder], str | None, str]] = {
     "alpaca": (SafegeneAlpaca, None, "alpaca_1k_sample"),
 }
 """Config names -> (builder class, builder config, folder name under a shared data root)."""
-
-
-def builder_for(name: str) -> Callable[..., _SafegeneBuilder]:
-    return BUILDERS[name][0]

@@ -17,11 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from safegene_jax.errors import SafeGeneError
-
-
-class PromptTooLongError(SafeGeneError):
-    """A prompt (or example) does not fit the maximum length."""
+from safegene_jax.core.errors import PromptTooLongError, SafeGeneError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +102,7 @@ def batch_examples(
     ``overflow='truncate'``.
     """
     if overflow not in ("error", "truncate"):
-        raise ValueError(f"overflow must be 'error' or 'truncate', got {overflow!r}")
+        raise SafeGeneError(f"overflow must be 'error' or 'truncate', got {overflow!r}")
     if not examples:
         raise SafeGeneError("cannot batch an empty list of examples")
     rows = []
@@ -143,7 +139,7 @@ def length_buckets(lengths: Sequence[int], batch_size: int, *, seed: int = 0, sh
         [[0, 2], [3, 1]]
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise SafeGeneError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if shuffle:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 
+from safegene_jax.core.errors import DataError
 from safegene_jax.data.benign import BORDERLINE, generated
 from safegene_jax.data.harmful import REFUSALS, REQUESTS, compliant_prefix
 from safegene_jax.data.tasks import TASKS
@@ -81,7 +82,7 @@ def _benign_all() -> list[dict]:
 
 def _check_split(split: str, name: str, splits=SPLITS) -> None:
     if split not in splits:
-        raise KeyError(f"{name} has no split {split!r}; splits: {', '.join(splits)}")
+        raise DataError(f"{name} has no split {split!r}; splits: {', '.join(splits)}")
 
 
 def harmful(split: str = "train") -> list[dict]:
@@ -99,7 +100,7 @@ def benign(split: str = "train") -> list[dict]:
 def task(name: str, split: str = "train") -> list[dict]:
     """A downstream task: ``instruction``, ``response``, ``answer``, ``label`` (the task name)."""
     if name not in TASKS:
-        raise KeyError(f"unknown embedded task {name!r}; tasks: {', '.join(sorted(TASKS))}")
+        raise DataError(f"unknown embedded task {name!r}; tasks: {', '.join(sorted(TASKS))}")
     _check_split(split, f"embedded/task/{name}", tuple(TASK_SPLITS))
     records = TASKS[name](sum(TASK_SPLITS.values()), seed=_SEED)
     train = TASK_SPLITS["train"]

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from safegene_jax.core.errors import DataError
 from safegene_jax.data import embedded
-from safegene_jax.data.builders import BUILDERS, DataError
 from safegene_jax.data.tasks import TASKS
 
 EMBEDDED = {
@@ -31,6 +31,8 @@ EMBEDDED = {
 
 def names() -> list[str]:
     """Every name :func:`load` accepts."""
+    from safegene_jax.data.builders import BUILDERS
+
     return sorted(BUILDERS) + sorted(EMBEDDED)
 
 
@@ -90,14 +92,22 @@ def load(
         rebuild: prepare again even if prepared data exists (after the source files changed).
 
     Raises:
-        KeyError: unknown name or split (the message lists the valid ones).
-        DataError: the files are neither in ``manual_dir`` nor downloadable (the message says which files).
+        DataError: an unknown name or split (the message lists the valid ones), or files that are neither in
+            ``manual_dir`` nor downloadable (the message says which files).
     """
     if name in EMBEDDED:
         return EMBEDDED[name](split)
+    try:
+        import tensorflow_datasets as tfds
+
+        from safegene_jax.data.builders import BUILDERS
+    except ImportError as e:
+        raise DataError(
+            f"{name}: public datasets are read through TFDS, which is not installed ({e}); "
+            "install the data extra: pip install 'safegene_jax[data]'"
+        ) from None
     if name not in BUILDERS:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(names())}")
-    import tensorflow_datasets as tfds
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join(names())}")
 
     builder_cls, config, folder = BUILDERS[name]
     if manual_dir is None and os.environ.get("SAFEGENE_DATA_ROOT"):
@@ -116,7 +126,7 @@ def load(
     builder = builder_cls(data_dir=str(base), file_format="array_record", **kwargs)
     splits = list(builder.FILES) if not builder.URLS else sorted(set(builder.FILES) | set(builder.URLS))
     if split not in splits:
-        raise KeyError(f"{name} has no split {split!r}; splits: {', '.join(splits)}")
+        raise DataError(f"{name} has no split {split!r}; splits: {', '.join(splits)}")
     if rebuild:
         import shutil
 
@@ -137,7 +147,7 @@ def load(
                 raise cause from None
             raise DataError(f"{name}: could not prepare the dataset: {e}") from e
     if split not in builder.info.splits:
-        raise KeyError(f"{name} has no split {split!r} prepared; prepared: {', '.join(builder.info.splits)}")
+        raise DataError(f"{name} has no split {split!r} prepared; prepared: {', '.join(builder.info.splits)}")
     features = builder.info.features
     class_names = {k: features[k].names for k in features.keys() if isinstance(features[k], tfds.features.ClassLabel)}
     return Records(builder.as_data_source(split=split), class_names)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from safegene_jax.core.errors import DataError
 from safegene_jax.data import embedded
 
 
@@ -53,10 +54,10 @@ TASK_SETS: dict[str, tuple[str, dict[str, str], Callable[[dict], dict] | None]] 
 def task_records(name: str, split: str, limit: int | None = None) -> list[dict]:
     """The first ``limit`` records of a task's ``train`` or ``test`` split, as instruction/response/answer."""
     if name not in TASK_SETS:
-        raise KeyError(f"unknown task {name!r}; known: {', '.join(sorted(TASK_SETS))}")
+        raise DataError(f"unknown task {name!r}; known: {', '.join(sorted(TASK_SETS))}")
     dataset, splits, mapping = TASK_SETS[name]
     if split not in splits:
-        raise KeyError(f"task {name!r} has splits train and test, not {split!r}")
+        raise DataError(f"task {name!r} has splits train and test, not {split!r}")
     if mapping is None:
         records = embedded.task(name.split("/")[-1], splits[split])
         return list(records[:limit] if limit is not None else records)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import random
 import re
 
+from safegene_jax.core.errors import DataError
+
 _NAMES = ["Lena", "Omar", "Priya", "Tom", "Aiko", "Mateo", "Zoe", "Kwame", "Ines", "Liam", "Sara", "Yuki"]
 _ITEMS = ["apples", "marbles", "stickers", "books", "shells", "coins", "pencils", "cookies", "stamps", "cards"]
 _GIVE = ["gives {x} to a friend", "loses {x}", "eats {x}", "sells {x}", "donates {x} to school"]
@@ -143,4 +145,4 @@ def extract_answer(task: str, text: str) -> str:
     if task == "sentiment":
         m = re.search(r"\b(positive|negative)\b", text.lower())
         return m.group(1) if m else ""
-    raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+    raise DataError(f"unknown task {task!r}; known: {sorted(TASKS)}")

@@ -5,7 +5,6 @@
 [True, False]
 """
 
-from safegene_jax.eval.evaluate import evaluate_safety, evaluate_task, respond
 from safegene_jax.eval.judges import (
     GCG_REFUSAL_STRINGS,
     HAZARD_CATEGORIES,
@@ -20,6 +19,7 @@ from safegene_jax.eval.judges import (
 )
 from safegene_jax.eval.metrics import answer_correct, bootstrap_ci, by_category, rate_with_ci
 from safegene_jax.eval.report import markdown_table, plot_layer_scores, plot_tradeoff
+from safegene_jax.eval.runs import evaluate_safety, evaluate_task, respond
 
 __all__ = [
     "HAZARD_CATEGORIES",

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from safegene_jax.core.errors import DataError
 from safegene_jax.data.tasks import extract_answer
 
 
@@ -68,4 +69,4 @@ def answer_correct(task: str, response: str, answer: str) -> bool:
     if task in ("sst2", "ag_news"):
         words = re.findall(r"[a-z/]+", response.lower())
         return bool(words) and answer.lower() in " ".join(words[:5])
-    raise ValueError(f"unknown task {task!r}")
+    raise DataError(f"unknown task {task!r}; known: arithmetic, sentiment, gsm8k, sst2, ag_news")

@@ -1,4 +1,9 @@
-"""Reports: a markdown table of methods, and matplotlib plots of layer scores and the safety-utility trade-off."""
+"""Reports: a markdown table of methods, and matplotlib plots of layer scores and the safety-utility trade-off.
+
+Plots are drawn on a :class:`matplotlib.figure.Figure` of their own and saved as PNG: no global backend is
+set, so a notebook keeps showing its own plots inline. matplotlib is the ``plots`` extra; without it the
+plot functions raise :class:`~safegene_jax.core.errors.SafeGeneError` naming the extra.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import pathlib
 from collections.abc import Mapping
 
 import numpy as np
+
+from safegene_jax.core.errors import SafeGeneError
 
 
 def _fmt(entry: Mapping | None) -> str:
@@ -31,30 +38,35 @@ def markdown_table(results: Mapping[str, Mapping]) -> str:
     return "\n".join(lines)
 
 
-def _pyplot():
-    import matplotlib
+def plots_available() -> bool:
+    """Whether matplotlib (the ``plots`` extra) is installed."""
+    import importlib.util
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return importlib.util.find_spec("matplotlib") is not None
 
 
-def _save(plt, fig, path: str | os.PathLike) -> pathlib.Path:
+def _figure(**kw):
+    if not plots_available():
+        raise SafeGeneError("plots need matplotlib: pip install 'safegene_jax[plots]'")
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)
+
+
+def _save(fig, path: str | os.PathLike) -> pathlib.Path:
     fig.tight_layout()
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 def plot_layer_scores(scores, path: str | os.PathLike, selected=()) -> pathlib.Path:
     """Bars of safety gain and utility cost per layer; selected layers highlighted."""
-    plt = _pyplot()
     gain, cost = np.asarray(scores.safety_gain), np.asarray(scores.utility_cost)
     layers = np.arange(len(gain))
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    fig = _figure(figsize=(8, 5))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
     colors = ["tab:red" if i in set(selected) else "tab:blue" for i in layers]
     ax1.bar(layers, gain, color=colors)
     ax1.set_ylabel("safety gain\n(refusal log-lik)")
@@ -62,13 +74,13 @@ def plot_layer_scores(scores, path: str | os.PathLike, selected=()) -> pathlib.P
     ax2.set_ylabel("utility cost (KL)")
     ax2.set_xlabel("layer")
     ax1.set_title("Per-layer scores" + (" (selected in red)" if len(selected) else ""))
-    return _save(plt, fig, path)
+    return _save(fig, path)
 
 
 def plot_tradeoff(results: Mapping[str, Mapping], path: str | os.PathLike) -> pathlib.Path:
     """Harmful rate (x) against utility (y) for each method, with interval whiskers."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
+    fig = _figure(figsize=(6, 4.5))
+    ax = fig.subplots()
     for name, r in results.items():
         if not r.get("harmful_rate") or not r.get("utility"):
             continue
@@ -86,4 +98,4 @@ def plot_tradeoff(results: Mapping[str, Mapping], path: str | os.PathLike) -> pa
     ax.set_ylabel("task utility % (higher is better)")
     ax.set_title("Safety-utility trade-off")
     ax.grid(alpha=0.3)
-    return _save(plt, fig, path)
+    return _save(fig, path)

@@ -24,19 +24,16 @@ from typing import Any
 import jax
 import numpy as np
 
-from safegene_jax.checkpoint import restore_tree, save_tree
-from safegene_jax.errors import SafeGeneError
-from safegene_jax.layers import layout
-from safegene_jax.lowrank import LowRank, low_rank
-from safegene_jax.paths import flatten_with_paths
-from safegene_jax.selection import LayerScores
-from safegene_jax.transforms import apply_vector, restrict_layers, safety_vector
+from safegene_jax._version import __version__
+from safegene_jax.core.errors import IncompatibleAdapterError, SafeGeneError
+from safegene_jax.core.layers import layout
+from safegene_jax.core.lowrank import LowRank, low_rank
+from safegene_jax.core.paths import flatten_with_paths
+from safegene_jax.core.transforms import apply_vector, restrict_layers, safety_vector
+from safegene_jax.method.selection import LayerScores
+from safegene_jax.store.trees import restore_tree, save_tree
 
 FORMAT = 1
-
-
-class IncompatibleAdapterError(SafeGeneError):
-    """The adapter was made for a model of another architecture."""
 
 
 def architecture_signature(params: Any, layer_map: Any = None) -> dict:
@@ -89,8 +86,6 @@ class SafetyAdapter:
         layer_map: Any = None,
     ) -> SafetyAdapter:
         """Extracts the vector, keeps ``layers``, optionally compresses it to ``rank``, records metadata."""
-        from safegene_jax import __version__
-
         signature = architecture_signature(aligned, layer_map)
         vec = restrict_layers(
             safety_vector(aligned, degraded, layer_map=layer_map),

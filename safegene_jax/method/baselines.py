@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from safegene_jax.errors import SafeGeneError
-from safegene_jax.lowrank import to_dense
-from safegene_jax.paths import flatten_with_paths
-from safegene_jax.transforms import apply_vector, as_vector
+from safegene_jax.core.errors import SafeGeneError
+from safegene_jax.core.lowrank import to_dense
+from safegene_jax.core.paths import flatten_with_paths
+from safegene_jax.core.transforms import apply_vector, as_vector
 
 
 def dare(vector: Any, drop: float, seed: int = 0) -> dict:

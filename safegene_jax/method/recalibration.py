@@ -4,7 +4,7 @@ The objective for a task model is
 
     loss(alpha) = safety(alpha) + lam * utility(alpha) + l2 * ||alpha - alpha_init||^2
 
-with ``safety`` either ``-refusal_loglik`` of the harmful few shots' refusals under
+with ``safety`` either the negative mean log-likelihood of the harmful few shots' refusals under
 ``task + sum_l alpha_l tau_l`` (``safety='refusal'``), or (``safety='contrast'``, the default) the
 refusal *onset* against the compliant onset: per prompt, ``d`` = mean log-probability of the first
 ``onset_tokens`` refusal tokens minus that of the first compliant ("Sure, here is") tokens, and the loss
@@ -31,47 +31,54 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from safegene_jax.errors import SafeGeneError
-from safegene_jax.layers import MODULE_KINDS, layer_mask, layout
-from safegene_jax.paths import flatten_with_paths
-from safegene_jax.selection import mean_kl, refusal_loglik
-from safegene_jax.train import target_logp, token_nll
-from safegene_jax.transforms import apply_vector, as_vector, assert_finite
+from safegene_jax.core.errors import SafeGeneError, require
+from safegene_jax.core.layers import MODULE_KINDS, layer_mask, layout
+from safegene_jax.core.losses import mean_kl, mean_loglik, onset, reference_logp, row_loglik, token_nll, trim
+from safegene_jax.core.paths import flatten_with_paths
+from safegene_jax.core.transforms import apply_vector, as_vector, assert_finite
 
 
 @dataclasses.dataclass(frozen=True)
 class RecalibrationConfig:
-    """Options: ``steps``, ``learning_rate``, bounds ``[0, alpha_max]``, ``l2`` pull to the initial value,
-    ``lam`` (utility weight), ``utility`` ('kl' or 'nll'), ``per_kind`` (one coefficient per layer and
-    module kind), ``val_fraction`` of the few shots held out, ``patience`` (steps without improvement),
-    ``safety`` ('contrast' or 'refusal', see the module docstring) with ``onset_tokens`` and ``margin``."""
+    """Recalibration options; the defaults are the demo's.
 
-    steps: int = 60
-    learning_rate: float = 0.05
+    Attributes:
+        steps, learning_rate: Adam steps on the coefficients and their learning rate.
+        alpha_init, alpha_max: the coefficients start at ``alpha_init`` and stay in ``[0, alpha_max]``.
+        l2: pull of the coefficients towards ``alpha_init``.
+        lam: weight of the utility term; ``utility`` is ``'nll'`` (task answers) or ``'kl'`` (to the task model).
+        per_kind: one coefficient per layer and module kind instead of one per layer.
+        val_fraction, patience: few shots held out for early stopping, and steps without improvement.
+        seed: the held-out split.
+        safety: ``'contrast'`` or ``'refusal'`` (see the module docstring), with ``onset_tokens`` and ``margin``.
+    """
+
+    steps: int = 30
+    learning_rate: float = 0.1
     alpha_init: float = 1.0
-    alpha_max: float = 2.0
+    alpha_max: float = 3.0
     l2: float = 0.01
     lam: float = 1.0
-    utility: str = "kl"
+    utility: str = "nll"
     per_kind: bool = False
     val_fraction: float = 0.25
-    patience: int = 10
+    patience: int = 8
     seed: int = 0
     safety: str = "contrast"
     onset_tokens: int = 4
     margin: float = 1.0
 
     def __post_init__(self):
-        if self.utility not in ("kl", "nll"):
-            raise SafeGeneError(f"utility must be 'kl' or 'nll', got {self.utility!r}")
-        if self.safety not in ("contrast", "refusal"):
-            raise SafeGeneError(f"safety must be 'contrast' or 'refusal', got {self.safety!r}")
-        if self.onset_tokens < 1:
-            raise SafeGeneError(f"onset_tokens must be >= 1, got {self.onset_tokens}")
-        if not self.alpha_max > 0 or self.steps < 1 or self.patience < 1:
-            raise SafeGeneError("need alpha_max > 0, steps >= 1 and patience >= 1")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise SafeGeneError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        require(self.utility in ("kl", "nll"), "utility", f"must be nll or kl, got {self.utility!r}")
+        require(self.safety in ("contrast", "refusal"), "safety", f"must be contrast or refusal, got {self.safety!r}")
+        for name in ("steps", "patience", "onset_tokens"):
+            require(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        require(self.alpha_max > 0, "alpha_max", f"must be > 0, got {self.alpha_max}")
+        require(0 <= self.alpha_init <= self.alpha_max, "alpha_init", "must be in [0, alpha_max]")
+        for name in ("l2", "lam", "margin"):
+            require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        require(0.0 <= self.val_fraction < 1.0, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
 
 
 @dataclasses.dataclass
@@ -164,27 +171,6 @@ def fit_coefficients(
     return best_alpha, history, best_step
 
 
-def onset(batch: dict, k: int) -> dict:
-    """``batch`` with ``loss_mask`` kept on the first ``k`` response tokens of each row only."""
-    mask = jnp.asarray(batch["loss_mask"])
-    return {**batch, "loss_mask": mask * (jnp.cumsum(mask, axis=1) <= k).astype(mask.dtype)}
-
-
-def trim(batch: dict, multiple: int = 8) -> dict:
-    """``batch`` cut after its last ``loss_mask`` column (rounded up to ``multiple``): in a causal model the
-    later positions cannot change the logits that are scored, so they are dead work."""
-    mask = np.asarray(batch["loss_mask"])
-    used = np.flatnonzero(mask.any(axis=0))
-    end = min(mask.shape[1], -(-(int(used[-1]) + 1) // multiple) * multiple) if used.size else mask.shape[1]
-    return {k: np.asarray(v)[:, :end] for k, v in batch.items()}
-
-
-def row_loglik(logits, batch) -> jax.Array:
-    """Per-row mean log-probability of the ``loss_mask`` tokens, ``(B,)``."""
-    logp, mask = target_logp(logits, batch["tokens"], batch["loss_mask"])
-    return jnp.sum(logp * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
-
-
 def _split(batch: dict, val_fraction: float, seed: int) -> tuple[dict, dict | None]:
     n = int(np.asarray(batch["tokens"]).shape[0])
     n_val = int(round(n * val_fraction))
@@ -250,7 +236,7 @@ def recalibrate(
 
     def safety_loss(patched, hb):
         if cfg.safety == "refusal":
-            return -refusal_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb)
+            return -mean_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb)
         comply = {k[2:]: v for k, v in hb.items() if k.startswith("c_")}
         d = row_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb) - row_loglik(
             apply(patched, comply["tokens"], comply["attention_mask"]), comply
@@ -268,9 +254,7 @@ def recalibrate(
             util = nll / jnp.maximum(count, 1.0)
         return safety + cfg.lam * util
 
-    reference = jax.jit(
-        lambda params, ub: jax.nn.log_softmax(apply(params, ub["tokens"], ub["attention_mask"])[:, :-1], axis=-1)
-    )
+    reference = jax.jit(lambda params, ub: reference_logp(apply(params, ub["tokens"], ub["attention_mask"])))
 
     def operands(hb, ub):
         ref = reference(task_params, ub) if cfg.utility == "kl" else jnp.zeros(())

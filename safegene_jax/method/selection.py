@@ -10,7 +10,7 @@ For a candidate coefficient vector ``c`` (one entry per layer), the reference pa
 All candidates (by default ``strength * I``, one per layer; any ``(C, L)`` matrix is allowed) are
 evaluated in one jitted program, in one of two ways:
 
-* ``method='prefix'`` (one-layer candidates on a model with a :class:`~safegene_jax.models.llama.LayeredApply`,
+* ``method='prefix'`` (one-layer candidates on a model with a :class:`~safegene_jax.models.LayeredApply`,
   such as every loaded model's ``lm.apply``): the probes go through the unpatched layers once; a candidate
   that patches layer ``l`` starts from the unpatched hidden states at ``l``, so the layers below it are
   never recomputed, and the layers above it run for all started candidates together with the weights
@@ -39,13 +39,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from safegene_jax.errors import LayerMapError, SafeGeneError
-from safegene_jax.layers import as_layer_map, layout
-from safegene_jax.paths import flatten_with_paths
-from safegene_jax.train import target_logp
-from safegene_jax.transforms import apply_vector, as_vector, assert_finite
+from safegene_jax.core.errors import LayerMapError, SafeGeneError
+from safegene_jax.core.layers import as_layer_map, layout
+from safegene_jax.core.losses import mean_kl, mean_loglik, reference_logp
+from safegene_jax.core.paths import flatten_with_paths
+from safegene_jax.core.transforms import apply_vector, as_vector, assert_finite
 
-METHODS = ("auto", "prefix", "patch")
+SCORING_METHODS = ("auto", "prefix", "patch")
+"""The ways :func:`score_layers` evaluates candidates (see the module docstring)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,20 +85,6 @@ class LayerScores:
             np.asarray(d["candidates"]),
             float(d["base_refusal_ll"]),
         )
-
-
-def refusal_loglik(logits, batch) -> jax.Array:
-    """Mean log-likelihood per response token (``loss_mask``) of ``batch['tokens']``."""
-    logp, mask = target_logp(logits, batch["tokens"], batch["loss_mask"])
-    return jnp.sum(logp * mask) / jnp.maximum(jnp.sum(mask), 1.0)
-
-
-def mean_kl(ref_logp, logits, batch) -> jax.Array:
-    """Mean KL(ref || model) over the positions that predict response tokens."""
-    mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
-    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-    kl = jnp.sum(jnp.exp(ref_logp) * (ref_logp - logp), axis=-1)
-    return jnp.sum(kl * mask) / jnp.maximum(jnp.sum(mask), 1.0)
 
 
 def _check_batch(batch: dict, name: str) -> dict:
@@ -150,9 +137,9 @@ def score_layers(
     if cands.ndim != 2 or cands.shape[1] != num_layers:
         raise LayerMapError(f"candidates must have shape (C, {num_layers}), got {cands.shape}")
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if method not in METHODS:
-        raise SafeGeneError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+        raise SafeGeneError(f"chunk_size must be >= 1, got {chunk_size}")
+    if method not in SCORING_METHODS:
+        raise SafeGeneError(f"method must be one of {', '.join(SCORING_METHODS)}; got {method!r}")
     harmful, benign = _check_batch(harmful, "harmful"), _check_batch(benign, "benign")
     plan = None
     if method != "patch":
@@ -163,7 +150,7 @@ def score_layers(
         from jax.sharding import NamedSharding
         from jax.sharding import PartitionSpec as P
 
-        from safegene_jax.sharding import param_shardings
+        from safegene_jax.runtime.sharding import param_shardings
 
         axis = ("data", "fsdp") if "fsdp" in mesh.shape else "data"
         put = lambda b: jax.device_put(b, NamedSharding(mesh, P(axis, None)))  # noqa: E731
@@ -179,12 +166,12 @@ def score_layers(
 
     @jax.jit
     def run(params, vec, cands, harmful, benign):
-        ref_h = refusal_loglik(apply(params, harmful["tokens"], harmful["attention_mask"]), harmful)
-        ref_logp = jax.nn.log_softmax(apply(params, benign["tokens"], benign["attention_mask"])[:, :-1], axis=-1)
+        ref_h = mean_loglik(apply(params, harmful["tokens"], harmful["attention_mask"]), harmful)
+        ref_logp = reference_logp(apply(params, benign["tokens"], benign["attention_mask"]))
 
         def one(c):
             patched = apply_vector(params, vec, c, layer_map=layer_map, check_finite=False)
-            gain = refusal_loglik(apply(patched, harmful["tokens"], harmful["attention_mask"]), harmful) - ref_h
+            gain = mean_loglik(apply(patched, harmful["tokens"], harmful["attention_mask"]), harmful) - ref_h
             cost = mean_kl(ref_logp, apply(patched, benign["tokens"], benign["attention_mask"]), benign)
             return gain, cost
 
@@ -277,7 +264,7 @@ def _score_prefix(apply, params, vec, cands, starts, layer_paths, harmful, benig
     gains, costs = np.zeros(len(cands), np.float32), np.zeros(len(cands), np.float32)
     if not len(order):  # nothing patched: score the reference only
         run_ref = jax.jit(
-            lambda params, batch: refusal_loglik(apply(params, batch["tokens"], batch["attention_mask"]), batch)
+            lambda params, batch: mean_loglik(apply(params, batch["tokens"], batch["attention_mask"]), batch)
         )
         return gains, costs, float(run_ref(params, harmful))
     g, c, ref_h = run(params, vec, jnp.asarray(strength), harmful, benign)

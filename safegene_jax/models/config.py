@@ -19,14 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from safegene_jax.errors import SafeGeneError
+from safegene_jax.core.errors import ConfigError
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
 _ROPE_TYPES = ("default", "llama3", "linear", "factors")
-
-
-class ConfigError(SafeGeneError):
-    """A model configuration is missing a field or asks for something unsupported."""
 
 
 def _freeze(value: Any) -> Any:
@@ -93,15 +89,6 @@ class LlamaConfig:
 
     def rope_scaling_dict(self) -> dict:
         return dict(self.rope_scaling or ())
-
-    @property
-    def num_params(self) -> int:
-        h, f, L = self.hidden_size, self.intermediate_size, self.num_hidden_layers
-        q, kv = self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim
-        per_layer = h * q + 2 * h * kv + q * h + 3 * h * f + 2 * h
-        per_layer += (q + 2 * kv) * self.qkv_bias + h * self.o_bias + (2 * f + h) * self.mlp_bias
-        head = 0 if self.tie_word_embeddings else self.vocab_size * h
-        return self.vocab_size * h + L * per_layer + h + head
 
     # ---- Hugging Face config.json ---------------------------------------------------------------
 

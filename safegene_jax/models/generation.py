@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from safegene_jax.errors import SafeGeneError
+from safegene_jax.core.errors import SafeGeneError
 from safegene_jax.models.llama import KVCache
 
 

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from safegene_jax.models.config import ConfigError, LlamaConfig
-from safegene_jax.models.loading import CheckpointError, SourceTensor
+from safegene_jax.core.errors import CheckpointError, ConfigError, ModelNotFoundError
+from safegene_jax.models.config import LlamaConfig
+from safegene_jax.models.loading import SourceTensor
 
 SUPPORTED_ARCHS = ("llama", "qwen2")
 
@@ -61,7 +62,7 @@ class GGUFFile:
         import gguf
 
         if not os.path.exists(path):
-            raise FileNotFoundError(f"GGUF file not found: {path}")
+            raise ModelNotFoundError(f"GGUF file not found: {path}")
         try:
             self.reader = gguf.GGUFReader(path)
         except Exception as e:  # the reader raises ValueError or struct errors on garbage

@@ -30,9 +30,10 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from safegene_jax.models.config import ConfigError, LlamaConfig
-from safegene_jax.models.loading import CheckpointError, SourceTensor, build_model, nnx_to_hf_name
-from safegene_jax.paths import flatten_with_paths
+from safegene_jax.core.errors import CheckpointError, ConfigError
+from safegene_jax.core.paths import flatten_with_paths
+from safegene_jax.models.config import LlamaConfig
+from safegene_jax.models.loading import SourceTensor, build_model, nnx_to_hf_name
 
 
 def _safetensors_files(folder: pathlib.Path) -> list[pathlib.Path]:

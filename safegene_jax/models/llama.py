@@ -281,7 +281,7 @@ def make_apply(graphdef) -> LayeredApply:
     return LayeredApply(graphdef)
 
 
-def make_step(graphdef):
+def make_decode_step(graphdef):
     """``step(params, tokens, attention_mask, cache, positions=None) -> (logits, cache)`` for generation."""
 
     def step(params, tokens, attention_mask, cache, positions=None):

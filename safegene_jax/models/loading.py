@@ -19,15 +19,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
 
-from safegene_jax.errors import SafeGeneError
+from safegene_jax.core.errors import CheckpointError
+from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.models.config import LlamaConfig
 from safegene_jax.models.llama import LlamaForCausalLM
-from safegene_jax.paths import flatten_with_paths
-from safegene_jax.sharding import LLAMA_RULES, spec_for
-
-
-class CheckpointError(SafeGeneError):
-    """A checkpoint does not fit the model: missing, unexpected or wrongly shaped tensors."""
+from safegene_jax.runtime.sharding import LLAMA_RULES, spec_for
 
 
 def _t(x):
@@ -101,7 +97,7 @@ def build_model(
         tensors: the checkpoint's tensors with HF names.
         dtype: compute dtype; ``param_dtype`` (default: ``dtype``) is what the weights are cast to.
         mesh: optional mesh; with it each tensor goes onto ``NamedSharding(mesh, rule)``.
-        rules: sharding rules (see :mod:`safegene_jax.sharding`).
+        rules: sharding rules (see :mod:`safegene_jax.runtime.sharding`).
         source: the checkpoint's name, for error messages.
 
     Raises:

@@ -5,10 +5,10 @@ known low-rank direction from chosen layers: ground truth for checking extractio
 compression without downloading a model. ``SMOLLM2_135M`` has the shapes of SmolLM2-135M-Instruct.
 
 Example:
-    >>> from safegene_jax.synthetic import Shape, llama_params, degrade
+    >>> from safegene_jax.models.synthetic import Shape, llama_params, remove_direction
     >>> shape = Shape(layers=4, hidden=16, ffn=32, heads=4, kv_heads=2)
     >>> aligned = llama_params(shape, seed=0)
-    >>> degraded = degrade(aligned, layers=[1, 2], scale=0.5, seed=1)
+    >>> degraded = remove_direction(aligned, layers=[1, 2], scale=0.5, seed=1)
     >>> sorted(aligned["model"]["layers"])
     ['0', '1', '2', '3']
 """
@@ -84,7 +84,9 @@ def llama_params(shape: Shape, seed: int = 0, dtype=jnp.float32) -> dict:
     return {"model": _nest(flat)}
 
 
-def degrade(aligned: dict, layers: Sequence[int], scale: float = 0.05, noise: float = 0.0, seed: int = 1) -> dict:
+def remove_direction(
+    aligned: dict, layers: Sequence[int], scale: float = 0.05, noise: float = 0.0, seed: int = 1
+) -> dict:
     """A copy of ``aligned`` with a rank-1 direction of norm ``scale`` removed from ``layers``.
 
     The direction goes into each chosen layer's attention output and MLP down projections, so the

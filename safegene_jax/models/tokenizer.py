@@ -19,12 +19,7 @@ import pathlib
 from collections.abc import Callable
 from typing import Any
 
-from safegene_jax.errors import SafeGeneError
-
-
-class TokenizerError(SafeGeneError):
-    """A tokenizer cannot be built from the given files or metadata."""
-
+from safegene_jax.core.errors import TokenizerError
 
 _LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|"

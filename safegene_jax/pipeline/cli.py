@@ -4,7 +4,8 @@ Pipeline:
 
 * ``safegene demo [--quick] [key=value ...]`` - the whole method on SmolLM2-135M-Instruct with the
   embedded data (``--quick``: the same path on a tiny random model, for smoke tests).
-* ``safegene run CONFIG [key=value ...]`` - the whole pipeline from a YAML config (cached, resumable).
+* ``safegene run CONFIG [key=value ...]`` - the whole pipeline from a YAML config or a shipped config's
+  name (``demo``, ``quick``, ...): cached, resumable.
 
 Stages (each takes ``--config`` and ``key=value`` overrides for its options):
 
@@ -18,9 +19,11 @@ Stages (each takes ``--config`` and ``key=value`` overrides for its options):
 Utilities: ``export`` (any model as a HF folder), ``extract`` (an adapter over chosen layers), ``apply``
 (patch a model with an adapter), ``synthetic`` (the transforms on a synthetic model, no download).
 
+Every input error is one line on stderr and exit code 2 (errors are :class:`~safegene_jax.SafeGeneError`).
+
 Example:
     $ safegene demo --quick out_dir=runs/smoke
-    $ safegene run configs/demo.yaml align.steps=20 out_dir=runs/short
+    $ safegene run demo align.steps=20 out_dir=runs/short
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import pathlib
 import sys
 import time
 
-from safegene_jax import __version__
+from safegene_jax._version import __version__
+from safegene_jax.core.errors import CheckpointNotFoundError, ConfigError, SafeGeneError
 
 
 def _bar(value: float, top: float, width: int = 30) -> str:
@@ -43,7 +47,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     import numpy as np
 
     import safegene_jax as sg
-    from safegene_jax.synthetic import SMOLLM2_135M, degrade, llama_params
+    from safegene_jax.models.synthetic import SMOLLM2_135M, llama_params, remove_direction
 
     shape = (
         SMOLLM2_135M
@@ -57,7 +61,9 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     aligned = jax.block_until_ready(llama_params(shape, seed=args.seed))
-    degraded = jax.block_until_ready(degrade(aligned, planted, scale=args.scale, noise=args.noise, seed=args.seed + 1))
+    degraded = jax.block_until_ready(
+        remove_direction(aligned, planted, scale=args.scale, noise=args.noise, seed=args.seed + 1)
+    )
     print(f"built aligned and degraded copies in {time.perf_counter() - t0:.1f} s")
 
     t0 = time.perf_counter()
@@ -102,7 +108,7 @@ def _layers(text: str | None) -> list[int] | None:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers takes comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"takes comma-separated integers, got {text!r}") from None
 
 
 def _dtype(name: str | None):
@@ -123,17 +129,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     """Builds the safety adapter ``aligned - degraded`` over the chosen layers and saves it."""
-    from safegene_jax.adapter import SafetyAdapter
-    from safegene_jax.models import load_model
+    from safegene_jax.method.adapter import SafetyAdapter
+    from safegene_jax.models import load_model, load_spec
 
-    aligned, degraded = load_model(args.aligned), load_model(args.degraded)
-    layers = args.layers if args.layers is not None else list(range(aligned.config.num_hidden_layers))
-    bad = [i for i in layers if not 0 <= i < aligned.config.num_hidden_layers]
+    if args.rank is not None and args.rank < 1:
+        raise ConfigError(f"--rank must be >= 1, got {args.rank}")
+    config, _ = load_spec(args.aligned)  # the layer count, before any weights are read
+    layers = args.layers if args.layers is not None else list(range(config.num_hidden_layers))
+    bad = [i for i in layers if not 0 <= i < config.num_hidden_layers]
     if bad:
-        raise SystemExit(
-            f"safegene extract: error: layer {bad[0]} is out of range for a "
-            f"{aligned.config.num_hidden_layers}-layer model"
-        )
+        raise ConfigError(f"--layers: layer {bad[0]} is out of range for a {config.num_hidden_layers}-layer model")
+    aligned, degraded = load_model(args.aligned), load_model(args.degraded)
     adapter = SafetyAdapter.build(
         aligned.params,
         degraded.params,
@@ -150,19 +156,23 @@ def cmd_extract(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     """Adds the adapter (its default or recalibrated coefficients, times --scale) to MODEL; writes a HF folder."""
 
-    from safegene_jax.adapter import SafetyAdapter
-    from safegene_jax.models import export_hf, load_model
-    from safegene_jax.train import with_params
+    from safegene_jax.models import export_hf, load_model, with_params
 
-    if not pathlib.Path(args.adapter).exists():
-        raise SystemExit(f"safegene apply: error: no adapter at {args.adapter}")
-    adapter = SafetyAdapter.load(args.adapter)
+    adapter = _load_adapter(args.adapter)
     coeffs = _coeffs(args, adapter)  # a bad coefficients file fails before the model loads
     lm = load_model(args.model)
     safe = adapter.apply(lm.params, coeffs)
     out = export_hf(with_params(lm, safe).model, args.out, tokenizer=lm.tokenizer)
     print(f"wrote {out}: adapter layers {adapter.layers} at scale {args.scale}")
     return 0
+
+
+def _load_adapter(path: str):
+    from safegene_jax.method.adapter import SafetyAdapter
+
+    if not pathlib.Path(path).exists():
+        raise CheckpointNotFoundError(f"no adapter at {path}")
+    return SafetyAdapter.load(path)
 
 
 def _coeffs(args: argparse.Namespace, adapter):
@@ -175,28 +185,33 @@ def _coeffs(args: argparse.Namespace, adapter):
     if getattr(args, "coeffs", None):
         path = pathlib.Path(args.coeffs)
         if not path.is_file():
-            raise SystemExit(f"safegene {args.command}: error: no coefficients file at {path}")
-        coeffs = np.asarray(json.loads(path.read_text())["coeffs"], np.float32)
-        if coeffs.shape[0] != len(adapter.coeffs):
-            raise SystemExit(
-                f"safegene {args.command}: error: {path} has {coeffs.shape[0]} layer coefficients, "
+            raise ConfigError(f"--coeffs: no coefficients file at {path}")
+        try:
+            record = json.loads(path.read_text())
+            coeffs = np.asarray(record["coeffs"], np.float32)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ConfigError(
+                f"--coeffs: {path} is not a coefficients file of `safegene recalibrate` ({type(e).__name__}: {e})"
+            ) from None
+        if coeffs.ndim == 0 or coeffs.shape[0] != len(adapter.coeffs):
+            raise ConfigError(
+                f"--coeffs: {path} has {coeffs.shape[0] if coeffs.ndim else 0} layer coefficients, "
                 f"the adapter {len(adapter.coeffs)}"
             )
     return coeffs * args.scale
 
 
-def _config(args: argparse.Namespace, base: dict | None = None, extra: list[str] = ()):
-    from safegene_jax.compile_cache import enable
-    from safegene_jax.config import load_config
+def _config(args: argparse.Namespace, extra: list[str] = (), path: str | None = None):
+    from safegene_jax.pipeline.config import load_config
+    from safegene_jax.runtime.compile_cache import enable
 
-    cfg = load_config(getattr(args, "config", None), list(extra) + list(args.overrides), base=base)
+    cfg = load_config(path or getattr(args, "config", None), list(extra) + list(args.overrides))
     enable(cfg.compile_cache)
     return cfg
 
 
 def _save_model(lm, params, out: str) -> None:
-    from safegene_jax.models import export_hf
-    from safegene_jax.train import with_params
+    from safegene_jax.models import export_hf, with_params
 
     folder = export_hf(with_params(lm, params).model, out, tokenizer=lm.tokenizer)
     print(f"wrote {folder}")
@@ -204,15 +219,15 @@ def _save_model(lm, params, out: str) -> None:
 
 def _train_cmd(fn_name: str):
     def cmd(args: argparse.Namespace) -> int:
-        from safegene_jax import stages
+        from safegene_jax.pipeline import jobs
 
         cfg = _config(args, extra=[f"model={args.model}"] if args.model else [])
         task = getattr(args, "task", None)
-        _check_tasks(args.command, [task] if task is not None else [])
-        lm = stages.load_base(cfg)
-        fn = getattr(stages, fn_name)
+        _check_tasks([task] if task is not None else [])
+        lm = jobs.load_base(cfg)
+        fn = getattr(jobs, f"{fn_name}_model")
         extra = (task,) if task is not None else ()
-        result = fn(lm, cfg, *extra, mesh=stages.make_mesh(cfg), log_path=args.log)
+        result = fn(lm, cfg, *extra, mesh=jobs.run_mesh(cfg), log_path=args.log)
         last = result.history[-1]["loss"] if result.history else float("nan")
         print(f"{fn_name}: {result.step} steps, final loss {last:.4f}")
         _save_model(lm, result.params, args.out)
@@ -226,25 +241,23 @@ def _train_cmd(fn_name: str):
     return cmd
 
 
-def _check_tasks(command: str, tasks: list[str]) -> None:
+def _check_tasks(tasks: list[str]) -> None:
     from safegene_jax.data.task_sets import TASK_SETS
 
     unknown = [t for t in tasks if t not in TASK_SETS]
     if unknown:
-        raise SystemExit(
-            f"safegene {command}: error: unknown task {unknown[0]!r}; known: {', '.join(sorted(TASK_SETS))}"
-        )
+        raise ConfigError(f"unknown task {unknown[0]!r}; known: {', '.join(sorted(TASK_SETS))}")
 
 
 def cmd_select(args: argparse.Namespace) -> int:
     """Extracts aligned - degraded, scores every layer on the degraded model, keeps the top-k: the adapter."""
-    from safegene_jax import stages
     from safegene_jax.eval.report import plot_layer_scores
     from safegene_jax.models import load_model
+    from safegene_jax.pipeline import jobs
 
     cfg = _config(args)
     aligned, degraded = load_model(args.aligned), load_model(args.degraded)
-    adapter = stages.build_adapter(aligned, degraded, cfg, mesh=stages.make_mesh(cfg))
+    adapter = jobs.build_adapter(aligned, degraded, cfg, mesh=jobs.run_mesh(cfg))
     adapter.save(args.out)
     print(f"wrote {args.out}: {adapter.summary()}")
     if args.plot:
@@ -256,20 +269,17 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     """Learns the adapter's per-layer coefficients for one task model from a few shots; writes them as JSON."""
     import json
 
-    from safegene_jax import stages
-    from safegene_jax.adapter import SafetyAdapter
     from safegene_jax.models import load_model
+    from safegene_jax.pipeline import jobs
 
     cfg = _config(args)
-    _check_tasks(args.command, [args.task])
-    if not pathlib.Path(args.adapter).exists():
-        raise SystemExit(f"safegene recalibrate: error: no adapter at {args.adapter}")
-    adapter = SafetyAdapter.load(args.adapter)
+    _check_tasks([args.task])
+    adapter = _load_adapter(args.adapter)
     lm = load_model(args.model)
-    rec = stages.recalibrate(lm, adapter, cfg, args.task)
+    rec = jobs.recalibrate_model(lm, adapter, cfg, args.task)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(stages.coefficients_record(rec), indent=2))
+    out.write_text(json.dumps(jobs.coefficients_record(rec), indent=2))
     print(f"wrote {out}: alpha {[round(float(a), 4) for a in rec.alpha.ravel()]} for layers {rec.layers}")
     return 0
 
@@ -278,21 +288,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Harmful rate and over-refusal (embedded eval prompts) and task accuracy of MODEL (optionally patched)."""
     import json
 
-    from safegene_jax import stages
-    from safegene_jax.adapter import SafetyAdapter
     from safegene_jax.eval.report import markdown_table
     from safegene_jax.models import load_model
+    from safegene_jax.pipeline import jobs
 
     cfg = _config(args)
     tasks = args.tasks or []
-    _check_tasks(args.command, tasks)
-    if args.adapter and not pathlib.Path(args.adapter).exists():
-        raise SystemExit(f"safegene eval: error: no adapter at {args.adapter}")
-    adapter = SafetyAdapter.load(args.adapter) if args.adapter else None
+    _check_tasks(tasks)
+    adapter = _load_adapter(args.adapter) if args.adapter else None
     coeffs = _coeffs(args, adapter) if adapter is not None else None  # a bad file fails before the model loads
     lm = load_model(args.model)
     params = adapter.apply(lm.params, coeffs) if adapter is not None else lm.params
-    result = stages.evaluate(lm, params, cfg, tasks=tasks, out=args.out)
+    result = jobs.evaluate_model(lm, params, cfg, tasks=tasks, out=args.out)
     rows = {t: {**result, "utility": result["utility"][t]} for t in tasks} or {args.model: {**result, "utility": None}}
     print(markdown_table(rows))
     if args.out:
@@ -303,23 +310,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _run(cfg) -> int:
-    from safegene_jax.pipeline import run_pipeline
+    from safegene_jax.pipeline.runner import run_pipeline
 
     run_pipeline(cfg)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Runs the whole pipeline of a YAML config: stages are cached, so a rerun does only what changed."""
+    """Runs the whole pipeline of a YAML config (a path, or the name of a config shipped with the package:
+    demo, quick, ...): stages are cached, so a rerun does only what changed."""
     return _run(_config(args))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole method on SmolLM2-135M-Instruct with the embedded data: align, degrade, two task models,
     adapter, recalibration, and the comparison with RESTA and Safe LoRA (one table, plots)."""
-    from safegene_jax.config import QUICK
-
-    return _run(_config(args, base=QUICK if args.quick else None))
+    return _run(_config(args, path="quick" if args.quick else "demo"))
 
 
 def _add_config_args(p: argparse.ArgumentParser, config: bool = True) -> None:
@@ -339,8 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(demo, config=False)
     demo.set_defaults(func=cmd_demo)
 
-    run = sub.add_parser("run", help="the whole pipeline from a config", description=cmd_run.__doc__)
-    run.add_argument("config", help="YAML config, e.g. configs/demo.yaml")
+    from safegene_jax.pipeline.stages import listing
+
+    run = sub.add_parser(
+        "run",
+        help="the whole pipeline from a config",
+        description=cmd_run.__doc__,
+        epilog="stages, in order (T: each of finetune.tasks):\n" + listing(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("config", help="YAML config file, or a shipped config's name (demo, quick, ...)")
     _add_config_args(run, config=False)
     run.set_defaults(func=cmd_run)
 
@@ -434,15 +448,14 @@ def main(argv=None) -> int:
         parser.error("--layers must be at least 3")
     import os
 
-    from safegene_jax.distributed import maybe_initialize
-    from safegene_jax.errors import SafeGeneError
+    from safegene_jax.runtime.distributed import maybe_initialize
 
     try:
         # before any device is touched; SAFEGENE_MULTIHOST=auto joins the other hosts of a TPU slice
         maybe_initialize(os.environ.get("SAFEGENE_MULTIHOST", "auto"))
         return args.func(args)
-    except (SafeGeneError, FileNotFoundError) as e:
-        print(f"safegene {args.command}: error: {e}", file=sys.stderr)
+    except (SafeGeneError, OSError) as e:  # the input's fault (or the disk's): one line, not a traceback
+        print(f"safegene {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
 
 

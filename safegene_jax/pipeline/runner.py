@@ -1,15 +1,14 @@
-"""The end-to-end run: cached, resumable stages from a base model to a comparison table.
+"""The end-to-end run: the stage table's plan executed with a cache, then the comparison report.
 
-Stages (``T`` = the config's tasks)::
+The stages and their order come from :data:`~safegene_jax.pipeline.stages.STAGES`::
 
     align -> degrade -> adapter (extract + score + select)
           -> finetune/T -> recalibrate/T
     eval/aligned, eval/degraded, eval/T/{task, safegene, resta, safe_lora} -> report
 
-Every stage has a cache key: a hash of the config sections it reads and of the keys of the stages it
-builds on. A stage whose record in ``out_dir/stages/`` has its current key (and whose outputs exist) is
-skipped, so a rerun does only what a config change touched. Outputs are written atomically before the
-record; training stages checkpoint under ``out_dir/ckpt/`` and resume from there after an interruption.
+A stage whose record in ``out_dir/stages/`` has its current cache key (and whose outputs exist) is skipped,
+so a rerun does only what a config change touched. Outputs are written atomically before the record;
+training stages checkpoint under ``out_dir/ckpt/`` and resume from there after an interruption.
 
 Layout of ``out_dir``: ``config.yaml``, ``models/{aligned,degraded,task-T}/`` (HF folders), ``adapter/``
 (Orbax), ``recalibration/T.json``, ``eval/*.jsonl`` (every response and verdict), ``results.json``,
@@ -17,17 +16,15 @@ Layout of ``out_dir``: ``config.yaml``, ``models/{aligned,degraded,task-T}/`` (H
 
 Example::
 
-    from safegene_jax.config import load_config
-    from safegene_jax.pipeline import run_pipeline
+    from safegene_jax.pipeline import load_config, run_pipeline
 
-    result = run_pipeline(load_config("configs/demo.yaml", ["out_dir=runs/mine"]))
+    result = run_pipeline(load_config("demo", ["out_dir=runs/mine"]))
     print(result.table)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import pathlib
@@ -36,42 +33,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from safegene_jax.config import PipelineConfig, dump_config
+from safegene_jax.core.errors import ConfigError
+from safegene_jax.pipeline import jobs
+from safegene_jax.pipeline.config import PipelineConfig, dump_config
+from safegene_jax.pipeline.stages import COMPARED, Planned, plan
 
-METHODS = ("task", "safegene", "resta", "safe_lora")
 LABELS = {"task": "task model", "safegene": "+ SafeGene", "resta": "+ RESTA", "safe_lora": "+ Safe LoRA"}
-
-
-def _hash(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def stage_keys(cfg: PipelineConfig) -> dict[str, str]:
-    """Every stage's cache key, in run order (a pure function of the config)."""
-    d = cfg.to_dict()
-    ft = {k: v for k, v in d["finetune"].items() if k != "tasks"}
-    keys: dict[str, str] = {}
-    base = _hash("base", d["model"], d["tiny"])
-    keys["align"] = _hash("align", base, d["align"], d["seed"])
-    keys["degrade"] = _hash("degrade", keys["align"], d["degrade"], d["seed"])
-    keys["adapter"] = _hash("adapter", keys["align"], keys["degrade"], d["select"])
-    for t in cfg.finetune.tasks:
-        keys[f"finetune/{t}"] = _hash("finetune", keys["align"], ft, t, d["seed"])
-        keys[f"recalibrate/{t}"] = _hash("recalibrate", keys["adapter"], keys[f"finetune/{t}"], d["recalibrate"])
-    from safegene_jax.eval.judges import JUDGE_RULES, REFUSAL_STRINGS
-
-    ev = {**d["eval"], "judge": _hash(REFUSAL_STRINGS, JUDGE_RULES)}  # a changed judge re-judges
-    keys["eval/aligned"] = _hash("eval", keys["align"], ev, cfg.finetune.tasks)
-    keys["eval/degraded"] = _hash("eval", keys["degrade"], ev)
-    b = d["baselines"]
-    for t in cfg.finetune.tasks:
-        task = keys[f"finetune/{t}"]
-        vec = (keys["align"], keys["degrade"])
-        keys[f"eval/{t}/task"] = _hash("eval", task, ev, t)
-        keys[f"eval/{t}/safegene"] = _hash("eval", keys[f"recalibrate/{t}"], ev, t)
-        keys[f"eval/{t}/resta"] = _hash("eval", task, vec, b["resta_coeff"], b["resta_drop"], d["seed"], ev, t)
-        keys[f"eval/{t}/safe_lora"] = _hash("eval", task, vec, b["safe_lora_threshold"], ev, t)
-    return keys
 
 
 @dataclasses.dataclass
@@ -92,68 +59,39 @@ class PipelineResult:
     out_dir: pathlib.Path
 
 
-def _file_name(stage: str) -> str:
+def file_name(stage: str) -> str:
     """A stage name as a file name (``eval/arithmetic/task`` -> ``eval--arithmetic--task``)."""
     return stage.replace("/", "--")
 
 
-def _write_json(path: pathlib.Path, data: Any) -> None:
+def write_json(path: pathlib.Path, data: Any) -> None:
+    """``data`` as JSON at ``path``, written beside it and renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
 
 
-class _Run:
-    """One pipeline run's files, cache records and in-memory models."""
+class Run:
+    """One pipeline run: its config and files, its models (loaded or trained once, kept in memory), and the
+    jitted train steps its training stages share. The stage table's work functions act on it."""
 
     def __init__(self, cfg: PipelineConfig, echo: Callable[[str], None], progress: bool):
+        from safegene_jax.train.steps import CompiledSteps
+
         self.cfg, self.echo, self.progress = cfg, echo, progress
         self.root = pathlib.Path(cfg.out_dir)
-        self.keys = stage_keys(cfg)
-        self.records: list[StageRecord] = []
         self.memo: dict[str, Any] = {}
+        self.compiled = CompiledSteps()
+        self.current: Planned | None = None  # the stage being executed
         self._mesh: Any = None
 
-    # ---- cache -------------------------------------------------------------------------------------
-
-    def _record_path(self, name: str) -> pathlib.Path:
-        return self.root / "stages" / (_file_name(name) + ".json")
-
-    def done(self, name: str, outputs: list[pathlib.Path]) -> dict | None:
-        path = self._record_path(name)
-        if not path.exists():
-            return None
-        record = json.loads(path.read_text())
-        if record.get("key") != self.keys[name] or not all(p.exists() for p in outputs):
-            return None
-        return record
-
-    def stage(self, name: str, outputs: list[pathlib.Path], work: Callable[[], dict | None]) -> dict:
-        """Runs ``work`` unless the stage is cached; returns the stage's record (with ``work``'s info)."""
-        record = self.done(name, outputs)
-        if record is not None:
-            self.records.append(StageRecord(name, self.keys[name], "cached", 0.0))
-            self.echo(f"[{len(self.records):2d}/{len(self.keys)}] {name}: cached")
-            return record
-        self.echo(f"[{len(self.records) + 1:2d}/{len(self.keys)}] {name}: running")
-        t0 = time.perf_counter()
-        info = work() or {}
-        seconds = time.perf_counter() - t0
-        record = {"key": self.keys[name], "seconds": seconds, "info": info}
-        _write_json(self._record_path(name), record)
-        self.records.append(StageRecord(name, self.keys[name], "ran", seconds))
-        self.echo(f"[{len(self.records):2d}/{len(self.keys)}] {name}: done in {seconds:.1f} s")
-        return record
-
-    # ---- models ------------------------------------------------------------------------------------
+    write_json = staticmethod(write_json)
 
     @property
     def mesh(self) -> Any:
-        from safegene_jax import stages
-
         if self._mesh is None and self.cfg.mesh.enabled:
-            self._mesh = stages.make_mesh(self.cfg)
+            self._mesh = jobs.run_mesh(self.cfg)
         return self._mesh
 
     def model_dir(self, name: str) -> pathlib.Path:
@@ -162,27 +100,32 @@ class _Run:
     def model(self, name: str) -> Any:
         """A model by name (``base`` or a trained one), loaded from its folder once."""
         if name not in self.memo:
-            from safegene_jax import stages
             from safegene_jax.models.api import load_model
 
-            self.memo[name] = stages.load_base(self.cfg) if name == "base" else load_model(self.model_dir(name))
+            self.memo[name] = jobs.load_base(self.cfg) if name == "base" else load_model(self.model_dir(name))
         return self.memo[name]
 
-    def train(self, stage: str, out: str, source: str, fn: Callable, *args) -> dict:
-        """Stage ``stage``: trains model ``out`` from model ``source`` with ``fn`` (a stages function),
-        resumable from its checkpoints, then saves it as a HF folder."""
+    def train(self, out: str, source: str, fn: Callable, *args) -> dict:
+        """Trains model ``out`` from model ``source`` with ``fn`` (a :mod:`.jobs` function), resumable from its
+        checkpoints, then saves it as a HF folder."""
+        from safegene_jax.models.api import with_params
         from safegene_jax.models.hf import export_hf
-        from safegene_jax.train import with_params
 
-        key = self.keys[stage]
-        ckpt = self.root / "ckpt" / f"{out}-{key}"  # a changed config never resumes another's run
+        ckpt = self.root / "ckpt" / f"{out}-{self.current.key}"  # a changed config never resumes another's run
         log = self.root / "logs" / f"{out}.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)
         if not ckpt.exists() and log.exists():
             log.unlink()  # a fresh run of this stage: the old metrics belong to another key
         lm = self.model(source)
         result = fn(
-            lm, self.cfg, *args, mesh=self.mesh, checkpoint_dir=str(ckpt), log_path=str(log), progress=self.progress
+            lm,
+            self.cfg,
+            *args,
+            mesh=self.mesh,
+            checkpoint_dir=str(ckpt),
+            log_path=str(log),
+            progress=self.progress,
+            compiled=self.compiled,
         )
         trained = with_params(lm, result.params)
         export_hf(trained.model, self.model_dir(out), tokenizer=lm.tokenizer)
@@ -191,102 +134,88 @@ class _Run:
         last = result.history[-1] if result.history else {}
         return {"final_loss": last.get("loss"), "steps": result.step}
 
+    def adapter(self) -> Any:
+        if "adapter" not in self.memo:
+            from safegene_jax.method.adapter import SafetyAdapter
+
+            self.memo["adapter"] = SafetyAdapter.load(self.root / "adapter")
+        return self.memo["adapter"]
+
+    def vector(self) -> Any:
+        """The whole safety vector ``aligned - degraded`` (the baselines' input)."""
+        if "vector" not in self.memo:
+            from safegene_jax.core.transforms import safety_vector
+
+            self.memo["vector"] = safety_vector(self.model("aligned").params, self.model("degraded").params)
+        return self.memo["vector"]
+
+    def variant(self, method: str, task: str) -> Any:
+        """The params of one compared method on the task model of ``task``."""
+        kw: dict = {}
+        if method == "safegene":
+            rec = json.loads((self.root / "recalibration" / f"{task}.json").read_text())
+            kw = {"adapter": self.adapter(), "coeffs": rec["coeffs"]}
+        elif method in ("resta", "safe_lora"):
+            kw = {"vector": self.vector(), "aligned_params": self.model("aligned").params}
+        return jobs.variant_params(method, self.model(f"task-{task}").params, self.cfg, **kw)
+
+    def evaluate(self, name: str, params: Any, tasks: list[str]) -> None:
+        """Evaluates ``params`` (in the aligned model's module: one compiled generation serves every model of
+        the family); responses to ``eval/{name}.*.jsonl``, the summary to ``eval/{name}.json``."""
+        eval_dir = self.root / "eval"
+        result = jobs.evaluate_model(self.model("aligned"), params, self.cfg, tasks=tasks, out=eval_dir / name)
+        write_json(eval_dir / f"{name}.json", result)
+
+    def plot(self, name: str, scores: Any, selected: Any) -> None:
+        from safegene_jax.eval.report import plot_layer_scores, plots_available
+
+        if plots_available():  # the plots extra
+            plot_layer_scores(scores, self.root / "plots" / f"{name}.png", selected=selected)
+
+    # ---- the cache ---------------------------------------------------------------------------------
+
+    def _record_path(self, name: str) -> pathlib.Path:
+        return self.root / "stages" / (file_name(name) + ".json")
+
+    def cached(self, planned: Planned) -> bool:
+        path = self._record_path(planned.name)
+        if not path.exists():
+            return False
+        record = json.loads(path.read_text())
+        return record.get("key") == planned.key and all(p.exists() for p in planned.outputs)
+
+    def execute(self, planned: Planned, position: str) -> StageRecord:
+        """Runs one planned stage unless it is cached; its record is written after its outputs."""
+        if self.cached(planned):
+            self.echo(f"[{position}] {planned.name}: cached")
+            return StageRecord(planned.name, planned.key, "cached", 0.0)
+        self.echo(f"[{position}] {planned.name}: running")
+        t0 = time.perf_counter()
+        self.current = planned
+        info = planned.stage.work(self, **planned.item) or {}
+        seconds = time.perf_counter() - t0
+        write_json(self._record_path(planned.name), {"key": planned.key, "seconds": seconds, "info": info})
+        self.echo(f"[{position}] {planned.name}: done in {seconds:.1f} s")
+        return StageRecord(planned.name, planned.key, "ran", seconds)
+
 
 def run_pipeline(cfg: PipelineConfig, *, echo: Callable[[str], None] = print, progress: bool = True) -> PipelineResult:
     """Runs (or resumes) every stage of ``cfg`` and writes the report; see the module docstring."""
-    from safegene_jax import stages
-    from safegene_jax.compile_cache import enable
+    from safegene_jax.runtime.compile_cache import enable
 
+    run = Run(cfg, echo, progress)
+    if run.root.exists() and not run.root.is_dir():
+        raise ConfigError(f"out_dir: {run.root} exists and is not a folder")
+    run.mesh  # noqa: B018 - the mesh must fit the devices before any work
     enable(cfg.compile_cache)  # a rerun (or a run of the same model) loads its compiled programs
-    run = _Run(cfg, echo, progress)
-    root = run.root
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.yaml").write_text(dump_config(cfg))
-    tasks = list(cfg.finetune.tasks)
-
-    run.stage("align", [run.model_dir("aligned")], lambda: run.train("align", "aligned", "base", stages.align))
-    run.stage(
-        "degrade", [run.model_dir("degraded")], lambda: run.train("degrade", "degraded", "aligned", stages.degrade)
-    )
-
-    adapter_dir = root / "adapter"
-
-    def build() -> dict:
-        from safegene_jax.eval.report import plot_layer_scores
-
-        adapter = stages.build_adapter(run.model("aligned"), run.model("degraded"), cfg, mesh=run.mesh)
-        adapter.save(adapter_dir)  # atomic, replacing an older one
-        plot_layer_scores(adapter.scores, root / "plots" / "layer_scores.png", selected=adapter.layers)
-        run.memo["adapter"] = adapter
-        return {"layers": adapter.layers, "summary": json.loads(adapter.summary())}
-
-    run.stage("adapter", [adapter_dir], build)
-
-    def adapter() -> Any:
-        if "adapter" not in run.memo:
-            from safegene_jax.adapter import SafetyAdapter
-
-            run.memo["adapter"] = SafetyAdapter.load(adapter_dir)
-        return run.memo["adapter"]
-
-    recal_dir = root / "recalibration"
-    for t in tasks:
-        run.stage(
-            f"finetune/{t}",
-            [run.model_dir(f"task-{t}")],
-            lambda t=t: run.train(f"finetune/{t}", f"task-{t}", "aligned", stages.finetune, t),
-        )
-
-        def recal(t=t) -> dict:
-            rec = stages.recalibrate(run.model(f"task-{t}"), adapter(), cfg, t)
-            _write_json(recal_dir / f"{t}.json", stages.coefficients_record(rec))
-            return {"alpha": rec.alpha.tolist(), "best_step": rec.best_step, "steps_run": len(rec.history)}
-
-        run.stage(f"recalibrate/{t}", [recal_dir / f"{t}.json"], recal)
-
-    # ---- evaluation --------------------------------------------------------------------------------
-    eval_dir = root / "eval"
-
-    def carrier() -> Any:
-        return run.model("aligned")
-
-    def vector() -> Any:
-        if "vector" not in run.memo:
-            from safegene_jax.transforms import safety_vector
-
-            run.memo["vector"] = safety_vector(run.model("aligned").params, run.model("degraded").params)
-        return run.memo["vector"]
-
-    def evaluate(name: str, params: Callable[[], Any], tasks_: list[str]) -> None:
-        summary_path = eval_dir / (_file_name(name) + ".json")
-
-        def work() -> dict:
-            result = stages.evaluate(carrier(), params(), cfg, tasks=tasks_, out=eval_dir / _file_name(name))
-            _write_json(summary_path, result)
-            return {}
-
-        run.stage(f"eval/{name}", [summary_path], work)
-
-    evaluate("aligned", lambda: run.model("aligned").params, tasks)
-    evaluate("degraded", lambda: run.model("degraded").params, [])
-    for t in tasks:
-
-        def params_of(method: str, t: str = t) -> Any:
-            kw: dict = {}
-            if method == "safegene":
-                rec = json.loads((recal_dir / f"{t}.json").read_text())
-                kw = {"adapter": adapter(), "coeffs": rec["coeffs"]}
-            elif method in ("resta", "safe_lora"):
-                kw = {"vector": vector(), "aligned_params": run.model("aligned").params}
-            return stages.variant_params(method, run.model(f"task-{t}").params, cfg, **kw)
-
-        for method in METHODS:
-            evaluate(f"{t}/{method}", lambda m=method, p=params_of: p(m), [t])
-
-    results, table = report(root, cfg)
+    run.root.mkdir(parents=True, exist_ok=True)
+    (run.root / "config.yaml").write_text(dump_config(cfg))
+    stages = plan(cfg, run.root)
+    records = [run.execute(p, f"{i:2d}/{len(stages)}") for i, p in enumerate(stages, 1)]
+    results, table = report(run.root, cfg)
     echo("\n" + table)
-    echo(f"\nreport: {root / 'report.md'}; plots: {root / 'plots'}")
-    return PipelineResult(results, table, run.records, root)
+    echo(f"\nreport: {run.root / 'report.md'}; plots: {run.root / 'plots'}")
+    return PipelineResult(results, table, records, run.root)
 
 
 def _row(safety: dict, utility: dict | None) -> dict:
@@ -300,23 +229,24 @@ def _row(safety: dict, utility: dict | None) -> dict:
 
 def report(root: pathlib.Path, cfg: PipelineConfig) -> tuple[dict, str]:
     """Collects the eval summaries into ``results.json``, ``report.md`` and the trade-off plots."""
-    from safegene_jax.eval.report import markdown_table, plot_tradeoff
+    from safegene_jax.eval.report import markdown_table, plot_tradeoff, plots_available
 
     def summary(name: str) -> dict:
-        return json.loads((root / "eval" / (_file_name(name) + ".json")).read_text())
+        return json.loads((root / "eval" / f"{name}.json").read_text())
 
     aligned, degraded = summary("aligned"), summary("degraded")
     results = {"aligned": _row(aligned, None), "degraded": _row(degraded, None)}
     plots = []
     for t in cfg.finetune.tasks:
         block = {f"{t}: aligned": _row(aligned, aligned["utility"].get(t))}
-        for m in METHODS:
-            s = summary(f"{t}/{m}")
+        for m in COMPARED:
+            s = summary(f"{t}--{m}")
             block[f"{t}: {LABELS[m]}"] = _row(s, s["utility"].get(t))
         results.update(block)
-        plots.append(plot_tradeoff(block, root / "plots" / f"tradeoff-{t}.png"))
+        if plots_available():
+            plots.append(plot_tradeoff(block, root / "plots" / f"tradeoff-{t}.png"))
     table = markdown_table(results)
-    _write_json(root / "results.json", results)
+    write_json(root / "results.json", results)
     text = (
         f"# SafeGene run `{cfg.name}`\n\nModel: {cfg.model}"
         + (f" (tiny random {cfg.tiny.layers}x{cfg.tiny.hidden_size})" if cfg.tiny.enabled else "")
@@ -324,9 +254,11 @@ def report(root: pathlib.Path, cfg: PipelineConfig) -> tuple[dict, str]:
         f"harmful rate on {cfg.eval.harmful} held-out harmful requests, over-refusal on {cfg.eval.safe} safe "
         f"(borderline first) prompts, utility on {cfg.eval.utility} test examples per task.\n\n"
         + table
-        + "\n\nPlots: "
-        + ", ".join(f"`plots/{p.name}`" for p in plots)
-        + ", `plots/layer_scores.png`.\n"
+        + (
+            "\n\nPlots: " + ", ".join(f"`plots/{p.name}`" for p in plots) + ", `plots/layer_scores.png`.\n"
+            if plots
+            else "\n\nNo plots: matplotlib is not installed (pip install 'safegene_jax[plots]').\n"
+        )
     )
     (root / "report.md").write_text(text)
     return results, table

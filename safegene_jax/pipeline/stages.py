@@ -1,254 +1,293 @@
-"""The pipeline's stages as plain functions of a model and a :class:`~safegene_jax.config.PipelineConfig`.
+"""The stage table: every pipeline stage declared once.
 
-Each one does the work of one step of the method and returns its result in memory; caching, files and
-ordering are :mod:`safegene_jax.pipeline`'s business, and the ``safegene`` subcommands call these too.
+A :class:`Stage` names itself (a template such as ``finetune/{task}``, expanded once per item of its ``per``
+function), the config keys it reads, the stages it builds on, its outputs under ``out_dir`` and its work.
+Everything else derives from the table: :func:`plan` expands it in order into the run's stages with their
+cache keys (a hash of what the stage reads, its item and its upstream keys), the runner executes that plan
+and prints its progress lines from it, and ``safegene run --help`` lists it.
 
-* :func:`align`, :func:`degrade`, :func:`finetune`: the models the method needs (optax SFT).
-* :func:`build_adapter`: extract ``aligned - degraded``, score every layer on the degraded model, keep the
-  ``top_k``, and package the reusable :class:`~safegene_jax.adapter.SafetyAdapter`.
-* :func:`recalibrate`: few-shot coefficients of the adapter's layers for one task model.
-* :func:`variant_params`: the params of each compared method (task, +SafeGene, +RESTA, +Safe LoRA).
-* :func:`evaluate`: harmful rate, over-refusal and task utility of some params.
+Example:
+    >>> from safegene_jax.pipeline.config import load_config
+    >>> [p.name for p in plan(load_config(overrides=["finetune.tasks=[sentiment]"]))][:5]
+    ['align', 'degrade', 'adapter', 'finetune/sentiment', 'recalibrate/sentiment']
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
-from collections.abc import Sequence
-from typing import Any
+import hashlib
+import json
+import pathlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from safegene_jax.core.errors import ConfigError
+from safegene_jax.pipeline import jobs
+from safegene_jax.pipeline.config import PipelineConfig
 
-from safegene_jax.config import PipelineConfig, TrainSection
+if TYPE_CHECKING:  # pragma: no cover
+    from safegene_jax.pipeline.runner import Run
 
-SAFETY_SETS = {"harmful": "embedded/harmful", "benign": "embedded/benign"}
-
-
-def train_config(section: TrainSection, seed: int, **kw) -> Any:
-    """The :class:`~safegene_jax.train.TrainConfig` of a config section (``kw``: checkpointing, logging)."""
-    from safegene_jax.lora import LoraConfig
-    from safegene_jax.train import TrainConfig
-
-    shared = {f.name for f in dataclasses.fields(TrainConfig)} & {f.name for f in dataclasses.fields(TrainSection)}
-    return TrainConfig(
-        **{name: getattr(section, name) for name in shared},
-        lora=LoraConfig(rank=section.lora_rank) if section.lora_rank else None,
-        seed=seed,
-        **kw,
-    )
+COMPARED = ("task", "safegene", "resta", "safe_lora")
+"""The rows of each task's comparison: the task model alone, and with SafeGene, RESTA, Safe LoRA."""
 
 
-def make_mesh(cfg: PipelineConfig) -> Any:
-    """The run's device mesh, or ``None`` when ``mesh.enabled`` is false."""
-    if not cfg.mesh.enabled:
-        return None
-    from safegene_jax.sharding import make_mesh as mesh_of
-
-    return mesh_of(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
+def _once(cfg: PipelineConfig) -> list[dict]:
+    return [{}]
 
 
-def load_base(cfg: PipelineConfig) -> Any:
-    """The starting model: ``cfg.model``, or a tiny random model of its family with ``tiny.enabled``."""
-    from safegene_jax.models.api import load_model, tiny_like
-
-    if cfg.tiny.enabled:
-        return tiny_like(cfg.model, layers=cfg.tiny.layers, hidden_size=cfg.tiny.hidden_size, seed=cfg.tiny.seed)
-    return load_model(cfg.model)
+def _per_task(cfg: PipelineConfig) -> list[dict]:
+    return [{"task": t} for t in cfg.finetune.tasks]
 
 
-def _records(name: str, split: str) -> list[dict]:
-    from safegene_jax.data import load
+def _judge_version() -> str:
+    from safegene_jax.eval.judges import JUDGE_RULES, REFUSAL_STRINGS
 
-    return list(load(name, split=split))
-
-
-# ---- the models --------------------------------------------------------------------------------------
+    return _hash(REFUSAL_STRINGS, JUDGE_RULES)  # a changed judge judges again
 
 
-def align(lm: Any, cfg: PipelineConfig, *, mesh: Any = None, **train_kw) -> Any:
-    """Safety alignment of ``lm`` on the embedded harmful train split (refusals) plus benign examples."""
-    from safegene_jax import train
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline.
 
-    harmful = _records(SAFETY_SETS["harmful"], "train")
-    benign = _records(SAFETY_SETS["benign"], "train")[: cfg.align.benign]
-    return train.align(lm, harmful, benign, train_config(cfg.align, cfg.seed, **train_kw), mesh=mesh)
+    Attributes:
+        name: the stage's name, a template over its item (``eval/{task}/resta``).
+        help: one line for listings.
+        reads: config keys whose values enter the cache key: sections, top-level keys or dotted keys.
+        after: templates of the stages it builds on (earlier in the table).
+        outputs: templates of the files or folders it writes, relative to ``out_dir``; a stage whose outputs
+            are missing runs again.
+        work: ``work(run, **item) -> info dict``; does the stage's work and writes its outputs.
+        per: ``per(cfg) -> items`` (dicts filling the templates); one stage instance per item.
+        ignores: dotted keys under ``reads`` left out of the key (a task list does not touch other tasks).
+        salt: the version of code whose change must rerun the stage (the judge's rules).
+    """
 
-
-def degrade(aligned: Any, cfg: PipelineConfig, *, mesh: Any = None, **train_kw) -> Any:
-    """A degraded copy of the aligned model: harmful requests trained toward compliant answers."""
-    from safegene_jax import train
-
-    harmful = _records(SAFETY_SETS["harmful"], "train")
-    return train.degrade(aligned, harmful, train_config(cfg.degrade, cfg.seed + 1, **train_kw), mesh=mesh)
-
-
-def finetune(aligned: Any, cfg: PipelineConfig, task: str, *, mesh: Any = None, **train_kw) -> Any:
-    """A downstream task model fine-tuned from the aligned one (with ``harmful_fraction`` harmful data)."""
-    from safegene_jax import train
-    from safegene_jax.data.task_sets import task_records
-
-    records = task_records(task, "train", limit=cfg.finetune.examples)
-    return train.finetune_task(
-        aligned,
-        records,
-        train_config(cfg.finetune, cfg.seed + 2, **train_kw),
-        harmful=_records(SAFETY_SETS["harmful"], "train"),
-        harmful_fraction=cfg.finetune.harmful_fraction,
-        mesh=mesh,
-    )
+    name: str
+    help: str
+    reads: tuple[str, ...]
+    after: tuple[str, ...]
+    outputs: tuple[str, ...]
+    work: Callable[..., dict | None]
+    per: Callable[[PipelineConfig], list[dict]] = _once
+    ignores: tuple[str, ...] = ()
+    salt: Callable[[], str] | None = None
 
 
-# ---- batches -----------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """A stage instance of one run: its name, table entry, item, upstream names, cache key and outputs."""
+
+    name: str
+    stage: Stage
+    item: dict
+    after: tuple[str, ...]
+    key: str
+    outputs: tuple[pathlib.Path, ...]
 
 
-def _batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int) -> dict:
-    from safegene_jax.data import batch_examples, encode_example
-
-    examples = [encode_example(tokenizer, p, r) for p, r in pairs]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with warnings.catch_warnings():  # long probes are cut to max_length; that is the point of the option
-        warnings.simplefilter("ignore")
-        return batch_examples(examples, max_length=max_length, pad_id=pad, overflow="truncate")
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def safety_batches(tokenizer: Any, split: str, count: int, max_length: int) -> tuple[dict, dict]:
-    """``(harmful prompts with refusals, benign prompts with answers)`` from one split of the embedded sets."""
-    harmful = _records(SAFETY_SETS["harmful"], split)[:count]
-    benign = _records(SAFETY_SETS["benign"], split)[:count]
-    return (
-        _batch(tokenizer, [(r["instruction"], r["refusal"]) for r in harmful], max_length),
-        _batch(tokenizer, [(r["instruction"], r["response"]) for r in benign], max_length),
-    )
+def _lookup(d: dict, dotted: str) -> Any:
+    node: Any = d
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise ConfigError(f"stage table reads {dotted!r}, which the config does not have")  # pragma: no cover
+        node = node[part]
+    return node
 
 
-def task_shots(tokenizer: Any, task: str, count: int, max_length: int) -> dict:
-    """``count`` task examples from the end of the task's train split (apart from the fine-tuning ones)."""
-    from safegene_jax.data.task_sets import task_records
-
-    records = task_records(task, "train")[-count:]
-    return _batch(tokenizer, [(r["instruction"], r["response"]) for r in records], max_length)
-
-
-# ---- the method --------------------------------------------------------------------------------------
-
-
-def build_adapter(aligned: Any, degraded: Any, cfg: PipelineConfig, *, mesh: Any = None) -> Any:
-    """Extract, score every layer on the degraded model, keep the ``top_k`` best: the safety adapter."""
-    from safegene_jax.adapter import SafetyAdapter, data_hash
-    from safegene_jax.selection import score_layers, select
-    from safegene_jax.transforms import safety_vector
-
-    s = cfg.select
-    harmful, benign = safety_batches(aligned.tokenizer, "probe", s.probes, s.max_length)
-    tau = safety_vector(aligned.params, degraded.params)
-    scores = score_layers(
-        degraded.apply, degraded.params, tau, harmful, benign, strength=s.strength, chunk_size=s.chunk_size, mesh=mesh
-    )
-    layers = select(scores, top_k=min(s.top_k, aligned.config.num_hidden_layers), utility_weight=s.utility_weight)
-    return SafetyAdapter.build(
-        aligned.params,
-        degraded.params,
-        layers,
-        scores=scores,
-        rank=s.rank or None,
-        family=f"{cfg.model}" + (f" tiny {cfg.tiny.layers}x{cfg.tiny.hidden_size}" if cfg.tiny.enabled else ""),
-        sources={"aligned": aligned.source, "degraded": degraded.source},
-        probe_hash=data_hash(harmful, benign),
-    )
+def _material(d: dict, stage: Stage) -> dict:
+    out = {}
+    for key in stage.reads:
+        value = _lookup(d, key)
+        for ignored in stage.ignores:
+            if ignored.startswith(key + ".") and isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k != ignored[len(key) + 1 :]}
+        out[key] = value
+    return out
 
 
-def recalibrate(task_lm: Any, adapter: Any, cfg: PipelineConfig, task: str) -> Any:
-    """The adapter's coefficients for one task model, from few shots (harmful refusals + task or benign)."""
-    from safegene_jax.recalibrate import recalibrate as fit
-
-    r, tok = cfg.recalibrate, task_lm.tokenizer
-    adapter.check(task_lm.params)
-    rows = _records(SAFETY_SETS["harmful"], "fewshot")[: r.shots]
-    harmful = _batch(tok, [(x["instruction"], x["refusal"]) for x in rows], r.max_length)
-    compliant = _batch(tok, [(x["instruction"], x["target"]) for x in rows], r.max_length)
-    if r.utility == "nll":
-        utility = task_shots(tok, task, r.shots, r.max_length)
-    else:
-        benign = _records(SAFETY_SETS["benign"], "fewshot")[: r.shots]
-        utility = _batch(tok, [(x["instruction"], x["response"]) for x in benign], r.max_length)
-    config = r.recalibration_config()
-    return fit(
-        task_lm.apply, task_lm.params, adapter.vector, adapter.layers, harmful, utility, config, compliant=compliant
-    )
-
-
-def variant_params(
-    method: str,
-    task_params: Any,
-    cfg: PipelineConfig,
-    *,
-    adapter: Any = None,
-    coeffs: Any = None,
-    vector: Any = None,
-    aligned_params: Any = None,
-) -> Any:
-    """Params of one compared method: ``task``, ``safegene`` (adapter at ``coeffs``), ``resta`` (whole
-    ``vector`` at ``baselines.resta_coeff``), ``safe_lora`` (task delta projected, base ``aligned_params``)."""
-    from safegene_jax import baselines
-
-    if method == "task":
-        return task_params
-    if method == "safegene":
-        return adapter.apply(task_params, coeffs)
-    b = cfg.baselines
-    if method == "resta":
-        return baselines.resta(task_params, vector, b.resta_coeff, drop=b.resta_drop, seed=cfg.seed)
-    if method == "safe_lora":
-        return baselines.safe_lora(task_params, vector, base_params=aligned_params, threshold=b.safe_lora_threshold)
-    raise ValueError(f"unknown method {method!r}")
+def plan(cfg: PipelineConfig, root: pathlib.Path | None = None) -> list[Planned]:
+    """The run's stages in execution order with their cache keys (a pure function of the config)."""
+    d = cfg.to_dict()
+    root = pathlib.Path(cfg.out_dir) if root is None else root
+    keys: dict[str, str] = {}
+    out: list[Planned] = []
+    for stage in STAGES:
+        for item in stage.per(cfg):
+            name = stage.name.format(**item)
+            after = tuple(a.format(**item) for a in stage.after)
+            unknown = [a for a in after if a not in keys]
+            if unknown:  # pragma: no cover - a bug in the table
+                raise ConfigError(f"stage {name} builds on {unknown[0]}, which no earlier stage is")
+            salt = stage.salt() if stage.salt is not None else None
+            key = _hash(stage.name, item, _material(d, stage), [keys[a] for a in after], salt)
+            keys[name] = key
+            outputs = tuple(root / o.format(**item) for o in stage.outputs)
+            out.append(Planned(name, stage, item, after, key, outputs))
+    return out
 
 
-# ---- evaluation --------------------------------------------------------------------------------------
+def stage_keys(cfg: PipelineConfig) -> dict[str, str]:
+    """Every stage's cache key, in run order."""
+    return {p.name: p.key for p in plan(cfg)}
 
 
-def safe_prompts(count: int) -> list[dict]:
-    """Benign eval prompts for over-refusal, the borderline-but-safe ones first."""
-    rows = _records(SAFETY_SETS["benign"], "eval")
-    return ([r for r in rows if r.get("borderline") == "yes"] + [r for r in rows if r.get("borderline") != "yes"])[
-        :count
-    ]
+def listing() -> str:
+    """The stage table as text, for ``--help``."""
+    width = max(len(s.name) for s in STAGES)
+    return "\n".join(f"  {s.name:<{width}}  {s.help}" for s in STAGES)
 
 
-def evaluate(carrier: Any, params: Any, cfg: PipelineConfig, *, tasks: Sequence[str] = (), out: Any = None) -> dict:
-    """Harmful rate and over-refusal, and accuracy on each of ``tasks``, with ``params`` in the module of
-    ``carrier`` (one compiled generation serves every model of the family).
-
-    ``out``: a path prefix; responses go to ``{out}.safety.jsonl`` and ``{out}.{task}.jsonl``."""
-    from safegene_jax.data.task_sets import task_records
-    from safegene_jax.eval.evaluate import evaluate_safety, evaluate_task
-
-    e = cfg.eval
-    result = evaluate_safety(
-        carrier,
-        _records(SAFETY_SETS["harmful"], "eval")[: e.harmful],
-        safe=safe_prompts(e.safe),
-        params=params,
-        max_new_tokens=e.max_new_tokens,
-        batch_size=e.batch_size,
-        out=f"{out}.safety.jsonl" if out else None,
-    )
-    result["utility"] = {}
-    for task in tasks:
-        summary = evaluate_task(
-            carrier,
-            task_records(task, "test", limit=e.utility),
-            task,
-            params=params,
-            max_new_tokens=e.utility_max_new_tokens,
-            batch_size=e.batch_size,
-            out=f"{out}.{task}.jsonl" if out else None,
-        )
-        result["utility"][task] = summary["accuracy"]
-    return result
+# ---- the work of each stage, on a run (models by name, files under out_dir) -----------------------------
 
 
-def coefficients_record(rec: Any) -> dict:
-    """A JSON-able record of a :class:`~safegene_jax.recalibrate.Recalibration`."""
-    d = dataclasses.asdict(rec)
-    return {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in d.items()}
+def _align(run: Run) -> dict:
+    return run.train("aligned", "base", jobs.align_model)
+
+
+def _degrade(run: Run) -> dict:
+    return run.train("degraded", "aligned", jobs.degrade_model)
+
+
+def _adapter(run: Run) -> dict:
+    adapter = jobs.build_adapter(run.model("aligned"), run.model("degraded"), run.cfg, mesh=run.mesh)
+    adapter.save(run.root / "adapter")  # atomic, replacing an older one
+    run.plot("layer_scores", adapter.scores, selected=adapter.layers)
+    run.memo["adapter"] = adapter
+    return {"layers": adapter.layers, "summary": json.loads(adapter.summary())}
+
+
+def _finetune(run: Run, task: str) -> dict:
+    return run.train(f"task-{task}", "aligned", jobs.finetune_model, task)
+
+
+def _recalibrate(run: Run, task: str) -> dict:
+    rec = jobs.recalibrate_model(run.model(f"task-{task}"), run.adapter(), run.cfg, task)
+    run.write_json(run.root / "recalibration" / f"{task}.json", jobs.coefficients_record(rec))
+    return {"alpha": rec.alpha.tolist(), "best_step": rec.best_step, "steps_run": len(rec.history)}
+
+
+def _eval_reference(name: str, tasks: Callable[[PipelineConfig], list[str]]) -> Callable[[Run], dict]:
+    def work(run: Run) -> dict:
+        run.evaluate(name, run.model(name).params, tasks(run.cfg))
+        return {}
+
+    return work
+
+
+def _eval_method(method: str) -> Callable[..., dict]:
+    def work(run: Run, task: str) -> dict:
+        run.evaluate(f"{task}--{method}", run.variant(method, task), [task])
+        return {}
+
+    return work
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        "align",
+        "safety alignment of the base model (refusals + benign answers)",
+        reads=("model", "tiny", "seed", "align"),
+        after=(),
+        outputs=("models/aligned",),
+        work=_align,
+    ),
+    Stage(
+        "degrade",
+        "a degraded copy of the aligned model (harmful requests -> compliance)",
+        reads=("seed", "degrade"),
+        after=("align",),
+        outputs=("models/degraded",),
+        work=_degrade,
+    ),
+    Stage(
+        "adapter",
+        "extract aligned - degraded, score every layer, keep the top_k: the safety adapter",
+        reads=("select",),
+        after=("align", "degrade"),
+        outputs=("adapter",),
+        work=_adapter,
+    ),
+    Stage(
+        "finetune/{task}",
+        "a task model fine-tuned from the aligned one (with the harmful fraction)",
+        reads=("seed", "finetune"),
+        ignores=("finetune.tasks",),
+        after=("align",),
+        outputs=("models/task-{task}",),
+        work=_finetune,
+        per=_per_task,
+    ),
+    Stage(
+        "recalibrate/{task}",
+        "few-shot coefficients of the adapter's layers for the task model",
+        reads=("recalibrate",),
+        after=("adapter", "finetune/{task}"),
+        outputs=("recalibration/{task}.json",),
+        work=_recalibrate,
+        per=_per_task,
+    ),
+    Stage(
+        "eval/aligned",
+        "harmful rate, over-refusal and every task's utility of the aligned model",
+        reads=("eval", "finetune.tasks"),
+        after=("align",),
+        outputs=("eval/aligned.json",),
+        work=_eval_reference("aligned", lambda cfg: list(cfg.finetune.tasks)),
+        salt=_judge_version,
+    ),
+    Stage(
+        "eval/degraded",
+        "harmful rate and over-refusal of the degraded model",
+        reads=("eval",),
+        after=("degrade",),
+        outputs=("eval/degraded.json",),
+        work=_eval_reference("degraded", lambda cfg: []),
+        salt=_judge_version,
+    ),
+    Stage(
+        "eval/{task}/task",
+        "the task model alone",
+        reads=("eval",),
+        after=("finetune/{task}",),
+        outputs=("eval/{task}--task.json",),
+        work=_eval_method("task"),
+        per=_per_task,
+        salt=_judge_version,
+    ),
+    Stage(
+        "eval/{task}/safegene",
+        "the task model with the recalibrated adapter",
+        reads=("eval",),
+        after=("recalibrate/{task}",),
+        outputs=("eval/{task}--safegene.json",),
+        work=_eval_method("safegene"),
+        per=_per_task,
+        salt=_judge_version,
+    ),
+    Stage(
+        "eval/{task}/resta",
+        "the task model with RESTA (the whole vector at one coefficient)",
+        reads=("eval", "seed", "baselines.resta_coeff", "baselines.resta_drop"),
+        after=("align", "degrade", "finetune/{task}"),
+        outputs=("eval/{task}--resta.json",),
+        work=_eval_method("resta"),
+        per=_per_task,
+        salt=_judge_version,
+    ),
+    Stage(
+        "eval/{task}/safe_lora",
+        "the task model with Safe LoRA (the fine-tuning delta projected where it strays)",
+        reads=("eval", "baselines.safe_lora_threshold"),
+        after=("align", "degrade", "finetune/{task}"),
+        outputs=("eval/{task}--safe_lora.json",),
+        work=_eval_method("safe_lora"),
+        per=_per_task,
+        salt=_judge_version,
+    ),
+)
+"""The pipeline, in execution order (every stage after the ones it builds on)."""

@@ -2,14 +2,14 @@
 
 A rerun, or another run of the same model and shapes, loads its compiled programs from the cache instead
 of compiling them again. (Within one run, the train step is shared by every stage anyway: see
-:func:`safegene_jax.train.jitted_step`.) On a 2-core CPU a cached SmolLM2-135M train step still took
+:class:`safegene_jax.train.steps.CompiledSteps`.) On a 2-core CPU a cached SmolLM2-135M train step still took
 about 6 s to trace and load against about 10 s to compile; on accelerators, where one step compiles in
 20-30 s, the cache saves more. It is JAX's own cache, keyed by the program, the JAX version and the
 devices, so a stale entry is never used.
 
 Example:
     >>> import jax
-    >>> from safegene_jax.compile_cache import enable
+    >>> from safegene_jax.runtime.compile_cache import enable
     >>> folder = enable("")  # '' leaves it off, unless JAX_COMPILATION_CACHE_DIR set one
     >>> folder == (jax.config.jax_compilation_cache_dir or None)
     True

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
-from safegene_jax.errors import SafeGeneError
+from safegene_jax.core.errors import SafeGeneError
 
 MODES = ("auto", "on", "off")
 

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -21,7 +22,8 @@ import jax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from safegene_jax.paths import flatten_with_paths
+from safegene_jax.core.errors import ConfigError
+from safegene_jax.core.paths import flatten_with_paths
 
 AXES = ("data", "fsdp", "tensor")
 
@@ -36,32 +38,46 @@ LLAMA_RULES: tuple[tuple[str, P], ...] = (
 """Megatron-style tensor parallelism over ``tensor`` and parameter sharding over ``fsdp``."""
 
 
+def mesh_sizes(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: int | None = None) -> tuple[int, int, int]:
+    """The mesh's ``(data, fsdp, tensor)`` sizes, the one place they are checked. One size may be -1: the rest
+    of the devices. Without ``devices`` only the sizes themselves are checked (a config before any device).
+
+    Example:
+        >>> mesh_sizes(2, -1, 1, devices=8)
+        (2, 4, 1)
+
+    Raises:
+        ConfigError: a size is neither positive nor -1, two are -1, or the sizes do not fit the devices.
+    """
+    sizes = [data, fsdp, tensor]
+    if not all(isinstance(s, int) and (s == -1 or s >= 1) for s in sizes):
+        raise ConfigError(f"mesh: sizes must be >= 1 or -1, got data={data}, fsdp={fsdp}, tensor={tensor}")
+    if sizes.count(-1) > 1:
+        raise ConfigError(f"mesh: at most one size may be -1, got data={data}, fsdp={fsdp}, tensor={tensor}")
+    if devices is None:
+        return data, fsdp, tensor
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if devices % known:
+            raise ConfigError(f"mesh: {devices} devices cannot be split into data={data}, fsdp={fsdp}, tensor={tensor}")
+        sizes[sizes.index(-1)] = devices // known
+    if math.prod(sizes) != devices:
+        raise ConfigError(
+            f"mesh: data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs {math.prod(sizes)} devices, "
+            f"have {devices}"
+        )
+    return sizes[0], sizes[1], sizes[2]
+
+
 def make_mesh(data: int = 1, fsdp: int = -1, tensor: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
     """A ``('data', 'fsdp', 'tensor')`` mesh with Auto axes; one size may be -1 (the rest of the devices).
 
     Raises:
-        ValueError: the sizes do not multiply to the number of devices.
+        ConfigError: the sizes do not multiply to the number of devices (see :func:`mesh_sizes`).
     """
     devices = list(devices if devices is not None else jax.devices())
-    sizes = [data, fsdp, tensor]
-    if sizes.count(-1) > 1:
-        raise ValueError("at most one mesh axis size may be -1")
-    known = 1
-    for s in sizes:
-        if s != -1:
-            if s < 1:
-                raise ValueError(f"mesh axis sizes must be positive or -1, got {sizes}")
-            known *= s
-    if -1 in sizes:
-        if len(devices) % known:
-            raise ValueError(f"{len(devices)} devices cannot be split into data={data}, fsdp={fsdp}, tensor={tensor}")
-        sizes[sizes.index(-1)] = len(devices) // known
-    total = sizes[0] * sizes[1] * sizes[2]
-    if total != len(devices):
-        raise ValueError(
-            f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs {total} devices, have {len(devices)}"
-        )
-    return jax.make_mesh(tuple(sizes), AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3, devices=devices)
+    sizes = mesh_sizes(data, fsdp, tensor, len(devices))
+    return jax.make_mesh(sizes, AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3, devices=devices)
 
 
 def spec_for(

@@ -1,8 +1,7 @@
-"""Orbax checkpoints: training runs (every N steps, keep the last K, async) and single pytrees,
-restored onto any target sharding.
+"""Single pytrees saved as Orbax checkpoints (with JSON metadata) and restored onto any target sharding.
 
-Orbax writes each checkpoint into a temporary folder and renames it when complete, so an interrupted
-save never shadows the previous one.
+Orbax writes each checkpoint into a temporary folder and renames it when complete. Orbax itself is
+imported on first use, so importing this module (and the method above it) does not load it.
 
 Example:
     >>> import tempfile, jax.numpy as jnp
@@ -20,13 +19,8 @@ import pathlib
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
 
-from safegene_jax.errors import SafeGeneError
-
-
-class CheckpointNotFoundError(SafeGeneError, FileNotFoundError):
-    """No (complete) checkpoint where one was expected."""
+from safegene_jax.core.errors import CheckpointNotFoundError
 
 
 def abstract_like(tree: Any, shardings: Any = None) -> Any:
@@ -38,60 +32,10 @@ def abstract_like(tree: Any, shardings: Any = None) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-class RunCheckpoints:
-    """A training run's checkpoints: ``save(step, state, meta)`` every ``every`` steps, the last ``keep`` kept.
-
-    Args:
-        directory: where the run's checkpoints live.
-        every: save interval in steps (``save`` of other steps is a no-op unless ``force``).
-        keep: how many recent checkpoints to keep.
-        async_save: write in the background (``wait()`` or ``close()`` blocks until done).
-    """
-
-    def __init__(self, directory: str | os.PathLike, every: int = 100, keep: int = 2, async_save: bool = True):
-        if every < 1 or keep < 1:
-            raise ValueError(f"every and keep must be >= 1, got every={every}, keep={keep}")
-        self.directory = pathlib.Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(
-            save_interval_steps=every, max_to_keep=keep, enable_async_checkpointing=async_save
-        )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
-
-    def save(self, step: int, state: Any, meta: dict | None = None, force: bool = False) -> bool:
-        args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {}))
-        return self._manager.save(step, args=args, force=force)
-
-    def latest_step(self) -> int | None:
-        return self._manager.latest_step()
-
-    def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
-
-    def restore(self, step: int | None, target: Any, shardings: Any = None) -> tuple[Any, dict]:
-        """``(state, meta)`` of ``step`` (default latest), laid out like ``target`` on ``shardings``."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointNotFoundError(f"no complete checkpoint in {self.directory}")
-        args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_like(target, shardings)), meta=ocp.args.JsonRestore()
-        )
-        restored = self._manager.restore(step, args=args)
-        return restored.state, dict(restored.meta or {})
-
-    def delete(self, step: int) -> None:
-        self._manager.wait_until_finished()
-        self._manager.delete(step)
-
-    def wait(self) -> None:
-        self._manager.wait_until_finished()
-
-    def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
-
-
 def save_tree(path: str | os.PathLike, tree: Any, metadata: dict | None = None, overwrite: bool = True) -> None:
     """Saves one pytree (and JSON metadata) as an Orbax checkpoint, atomically."""
+    import orbax.checkpoint as ocp
+
     path = pathlib.Path(path).absolute()
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
@@ -105,6 +49,8 @@ def save_tree(path: str | os.PathLike, tree: Any, metadata: dict | None = None, 
 
 def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = None) -> tuple[Any, dict]:
     """``(tree, metadata)`` from :func:`save_tree`; with ``target``/``shardings`` it lands on those shardings."""
+    import orbax.checkpoint as ocp
+
     path = pathlib.Path(path).absolute()
     if not path.exists():
         raise CheckpointNotFoundError(f"no checkpoint at {path}")

@@ -24,8 +24,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from safegene_jax.errors import SafeGeneError
-from safegene_jax.paths import flatten_with_paths
+from safegene_jax.core.errors import SafeGeneError, require
+from safegene_jax.core.paths import flatten_with_paths
 
 DEFAULT_TARGETS = r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)\.kernel$"
 
@@ -39,8 +39,8 @@ class LoraConfig:
     targets: str = DEFAULT_TARGETS
 
     def __post_init__(self):
-        if self.rank < 1:
-            raise SafeGeneError(f"LoRA rank must be >= 1, got {self.rank}")
+        require(self.rank >= 1, "rank", f"must be >= 1, got {self.rank}")
+        require(self.alpha > 0, "alpha", f"must be > 0, got {self.alpha}")
 
     @property
     def scale(self) -> float:

@@ -7,7 +7,7 @@ activations (Korthikanti et al. 2022, no recomputation), and the logits. Estimat
 XLA's buffer reuse lowers them, fragmentation and temporaries raise them. Leave about 20% headroom.
 
 Example:
-    >>> from safegene_jax.config import load_config
+    >>> from safegene_jax.pipeline.config import load_config
     >>> est = estimate(LLAMA3_8B, load_config("configs/llama3-8b-v5e-8.yaml"), devices=8)
     >>> round(est["params_gib"], 1)
     29.9
@@ -66,7 +66,7 @@ def estimate(shape: Any, cfg: Any, devices: int) -> dict[str, float]:
 
     def train(section) -> float:
         act = _activations(shape, section.batch_size, section.max_length)
-        if section.lora_rank:
+        if section.lora is not None:
             # frozen params + the merged copy each step builds; LoRA factors and their moments are small
             return per(2 * p + act)
         return per(4 * p + act)  # params, grads, two AdamW moments
@@ -97,7 +97,7 @@ def report(shape: Any, cfg: Any, devices: int) -> str:
     """The estimate as comment lines for a config file."""
     est = estimate(shape, cfg, devices)
     lines = [
-        f"# memory estimate per device ({devices} devices; safegene_jax.memory): one float32 copy of the "
+        f"# memory estimate per device ({devices} devices; safegene_jax.pipeline.memory): one float32 copy of the "
         f"model {est['params_gib']:.1f} GiB in all"
     ]
     for stage in ("align", "degrade", "finetune", "select", "recalibrate", "eval"):

@@ -1,0 +1,75 @@
+"""Every log-likelihood, onset and KL helper, once: training, layer scoring and recalibration use them.
+
+A *batch* is a dict of ``(B, T)`` arrays: ``tokens``, ``attention_mask`` and ``loss_mask`` (1 on the tokens
+that count, the response; see :func:`safegene_jax.data.batch_examples`). Logits are ``(B, T, vocab)``; the
+logits at position ``t`` predict the token at ``t + 1``.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> logits = jnp.zeros((1, 3, 4))                  # uniform over 4 tokens
+    >>> batch = {"tokens": jnp.array([[0, 1, 2]]), "loss_mask": jnp.array([[0, 1, 1]])}
+    >>> round(float(mean_loglik(logits, batch)), 4)   # log(1/4)
+    -1.3863
+    >>> onset(batch, 1)["loss_mask"].tolist()
+    [[0, 1, 0]]
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def target_logp(logits, tokens, loss_mask):
+    """Next-token log-probabilities of ``tokens`` and the float mask of the positions that count, ``(B, T-1)``."""
+    logits = logits[:, :-1]
+    picked = jnp.take_along_axis(logits, tokens[:, 1:, None], axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1), loss_mask[:, 1:].astype(jnp.float32)
+
+
+def token_nll(logits, tokens, loss_mask):
+    """Summed next-token NLL over masked positions, and the number of those positions."""
+    logp, mask = target_logp(logits, tokens, loss_mask)
+    return -jnp.sum(logp * mask), jnp.sum(mask)
+
+
+def mean_loglik(logits, batch) -> jax.Array:
+    """Mean log-likelihood per ``loss_mask`` token of ``batch['tokens']`` (over the whole batch)."""
+    logp, mask = target_logp(logits, batch["tokens"], batch["loss_mask"])
+    return jnp.sum(logp * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def row_loglik(logits, batch) -> jax.Array:
+    """Per-row mean log-probability of the ``loss_mask`` tokens, ``(B,)``."""
+    logp, mask = target_logp(logits, batch["tokens"], batch["loss_mask"])
+    return jnp.sum(logp * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+
+
+def reference_logp(logits) -> jax.Array:
+    """Log-probabilities ``(B, T-1, vocab)`` of a reference model's next-token distributions, for :func:`mean_kl`."""
+    return jax.nn.log_softmax(logits[:, :-1], axis=-1)
+
+
+def mean_kl(ref_logp, logits, batch) -> jax.Array:
+    """Mean KL(ref || model) over the positions that predict ``loss_mask`` tokens; ``ref_logp`` from
+    :func:`reference_logp`."""
+    mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
+    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+    kl = jnp.sum(jnp.exp(ref_logp) * (ref_logp - logp), axis=-1)
+    return jnp.sum(kl * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def onset(batch: dict, k: int) -> dict:
+    """``batch`` with ``loss_mask`` kept on the first ``k`` masked (response) tokens of each row only."""
+    mask = jnp.asarray(batch["loss_mask"])
+    return {**batch, "loss_mask": mask * (jnp.cumsum(mask, axis=1) <= k).astype(mask.dtype)}
+
+
+def trim(batch: dict, multiple: int = 8) -> dict:
+    """``batch`` cut after its last ``loss_mask`` column (rounded up to ``multiple``): in a causal model the
+    later positions cannot change the logits that are scored, so they are dead work."""
+    mask = np.asarray(batch["loss_mask"])
+    used = np.flatnonzero(mask.any(axis=0))
+    end = min(mask.shape[1], -(-(int(used[-1]) + 1) // multiple) * multiple) if used.size else mask.shape[1]
+    return {k: np.asarray(v)[:, :end] for k, v in batch.items()}
