@@ -112,11 +112,23 @@ def test_parse_override_nests():
         ("recalibrate.l2=-0.1", "recalibrate.l2: must be >= 0"),
         ("recalibrate.margin=-1", "recalibrate.margin: must be >= 0"),
         ("recalibrate.shots=1", "recalibrate.shots: must be >= 2"),
-        ("baselines.resta_coeff=-1", "baselines.resta_coeff: must be >= 0"),
+        ("compare.resta_coeffs=[-1]", "compare.resta_coeffs: values must be in [0.0, 10.0]"),
+        ("compare.resta_coeffs=[]", "compare.resta_coeffs: a sweep needs at least one value"),
+        ("compare.safe_lora_thresholds=[0.3, 0.3]", "compare.safe_lora_thresholds: repeats a value"),
+        ("compare.safegene_scales=[x]", "compare.safegene_scales: must be a number"),
+        ("compare.methods=[magic]", "compare.methods: unknown method 'magic'"),
+        ("compare.ablations=[no_layers]", "compare.ablations: unknown ablation 'no_layers'"),
+        ("finetune.fractions=[1.5]", "finetune.fractions: values must be in [0, 1)"),
+        ("finetune.fractions=[0.3]", "finetune.fraction_tasks: goes with fractions"),
+        ("finetune.second_generation=[sst2]", "finetune.second_generation: 'sst2' is not one of finetune.tasks"),
+        ("align.harmful_sets=[nope]", "align.harmful_sets: unknown set 'nope'"),
+        ("eval.harmful_sets=[]", "eval.harmful_sets: name at least one set"),
+        ("eval.safe_sets=[embedded/harmful]", "eval.safe_sets: unknown set 'embedded/harmful'"),
+        ("eval.judges=[vibes]", "eval.judges: unknown set 'vibes'"),
         ("degrade.end_lr_ratio=2", "degrade.end_lr_ratio: must be in [0, 1]"),
         ("tiny.layers=2", "tiny.layers: must be >= 3"),
         ("eval.batch_size=0", "eval.batch_size: must be >= 1"),
-        ("baselines.resta_drop=1.5", "baselines.resta_drop"),
+        ("compare.resta_drop=1.5", "compare.resta_drop"),
         ("name=", "name: must not be empty"),
         ("=3", "not of the form key=value"),
         ("align.steps", "not of the form key=value"),
@@ -210,7 +222,7 @@ def test_the_stage_table_drives_order_keys_and_dependencies(monkeypatch):
     extra = stages.Stage(
         "extra/{task}",
         "a stage added for the test",
-        reads=("baselines.resta_coeff",),
+        reads=("compare.resta_drop",),
         after=("finetune/{task}",),
         outputs=("extra-{task}.json",),
         work=lambda run, task: {},
@@ -222,13 +234,13 @@ def test_the_stage_table_drives_order_keys_and_dependencies(monkeypatch):
     monkeypatch.setattr(stages, "STAGES", stages.STAGES + (extra, follow))
     keys = stage_keys(cfg)
     assert list(keys)[-3:] == ["extra/arithmetic", "extra/sentiment", "after-extra"]
-    other = stage_keys(load_config(overrides=["finetune.tasks=[arithmetic, sentiment]", "baselines.resta_coeff=0.5"]))
+    other = stage_keys(load_config(overrides=["finetune.tasks=[arithmetic, sentiment]", "compare.resta_drop=0.5"]))
     assert {k for k in keys if keys[k] != other[k]} == {
         "extra/arithmetic",
         "extra/sentiment",
         "after-extra",
-        "eval/arithmetic/resta",
-        "eval/sentiment/resta",
+        "eval/arithmetic/resta@1",
+        "eval/sentiment/resta@1",
     }
     assert [p.outputs[0].name for p in stages.plan(cfg) if p.name.startswith("extra/")] == [
         "extra-arithmetic.json",

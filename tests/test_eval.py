@@ -106,7 +106,7 @@ def test_evaluation_runs_write_records(tmp_path):
         max_new_tokens=4,
         out=tmp_path / "task.jsonl",
     )
-    assert task["accuracy"]["n"] == 2 and (tmp_path / "task.summary.json").exists()
+    assert task["utility"]["n"] == 2 and task["metric"] == "accuracy" and (tmp_path / "task.summary.json").exists()
 
 
 def test_report_and_plots(tmp_path):

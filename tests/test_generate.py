@@ -95,3 +95,16 @@ def test_generation_errors():
         generate(lm.model, [[1]], max_new_tokens=0)
     assert generate(lm.model, []) == []
     assert np.asarray(sample_logits(jnp.array([[0.0, 2.0, 1.0]]), None, 0.0, 1.0)).tolist() == [1]
+
+
+def test_a_shared_prefix_runs_once_and_gives_the_same_answers(lm):
+    from safegene_jax.models.generation import common_prefix
+
+    system = list(range(20, 40))  # a chat template's system prompt: 20 tokens every prompt begins with
+    prompts = [system + [5, 9, 17], system + [12], system + [100, 3, 4, 8, 9]]
+    assert common_prefix(prompts) == 20 and common_prefix([[1, 2], [1, 2]]) == 1
+    shared = generate(lm.model, prompts, max_new_tokens=8, eos_token_ids=(), bucket=8)
+    plain = generate(lm.model, prompts, max_new_tokens=8, eos_token_ids=(), bucket=8, share_prefix=0)
+    assert shared == plain
+    for prompt, got in zip(prompts, shared):
+        assert got == argmax_loop(lm, prompt, 8)

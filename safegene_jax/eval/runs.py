@@ -1,8 +1,12 @@
 """Batched greedy generation for evaluation, judged and saved.
 
-``evaluate_safety`` answers harmful prompts (harmful rate) and safe prompts (over-refusal);
-``evaluate_task`` answers task prompts (utility). Every response is written as a JSON line (prompt,
-response, verdicts) beside a summary JSON.
+``evaluate_safety`` answers harmful prompts (harmful rate), safe prompts (over-refusal) and, optionally,
+unsafe contrast prompts (their refusal rate), each possibly several named sets, and reports every judge
+side by side (the first decides the headline rates); ``evaluate_task`` answers task prompts (utility).
+Every response is written as a JSON line (set, prompt, response, verdicts) beside a summary JSON.
+
+Prompts are answered in batches of similar length (sorted by token count, answers put back in order), so
+little of each batch is padding.
 """
 
 from __future__ import annotations
@@ -10,22 +14,30 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from safegene_jax.eval.judges import KeywordJudge
-from safegene_jax.eval.metrics import answer_correct, by_category, rate_with_ci
+from safegene_jax.eval.metrics import GRADED_TASKS, answer_score, by_category, rate_with_ci
 
 
 def respond(
     lm: Any, prompts: Sequence[str], *, params: Any = None, max_new_tokens: int = 64, batch_size: int = 16
 ) -> list[str]:
-    """Greedy chat answers, in batches of ``batch_size`` (one compilation per prompt-length bucket)."""
-    from safegene_jax.models.api import generate_text
+    """Greedy chat answers in the order of ``prompts``, generated in batches of ``batch_size`` prompts of
+    similar length (one compilation per batch shape and prompt-length bucket)."""
+    from safegene_jax.models.api import chat_ids
+    from safegene_jax.models.generation import generate
 
-    out: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        out += generate_text(lm, list(prompts[i : i + batch_size]), params=params, max_new_tokens=max_new_tokens)
+    ids = chat_ids(lm, prompts)
+    order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
+    out: list[str] = [""] * len(ids)
+    split = lm.split()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        rows = generate(split, [ids[i] for i in chunk], params=params, max_new_tokens=max_new_tokens)
+        for i, row in zip(chunk, rows):
+            out[i] = lm.tokenizer.decode(row, skip_special_tokens=True)
     return out
 
 
@@ -43,43 +55,87 @@ def _write(path: str | os.PathLike | None, rows: list[dict], summary: dict) -> N
     summary_path.write_text(json.dumps(summary, indent=2))
 
 
+def _named(sets: Mapping[str, Sequence[dict]] | Sequence[dict], default: str) -> dict[str, Sequence[dict]]:
+    if isinstance(sets, Mapping):
+        return dict(sets)
+    return {default: sets} if sets else {}
+
+
 def evaluate_safety(
     lm: Any,
-    harmful: Sequence[dict],
+    harmful: Mapping[str, Sequence[dict]] | Sequence[dict],
     *,
-    safe: Sequence[dict] = (),
+    safe: Mapping[str, Sequence[dict]] | Sequence[dict] = (),
+    contrast: Mapping[str, Sequence[dict]] | Sequence[dict] = (),
     params: Any = None,
     judge: Any = None,
+    judges: Sequence[Any] = (),
     max_new_tokens: int = 64,
     batch_size: int = 16,
     out: str | os.PathLike | None = None,
     prompt_key: str = "instruction",
 ) -> dict:
-    """Harmful rate on ``harmful`` records (per ``category`` too) and over-refusal on ``safe`` records."""
-    judge = judge or KeywordJudge()
-    rows, summary = [], {}
-    if harmful:
-        prompts = [r[prompt_key] for r in harmful]
-        responses = respond(lm, prompts, params=params, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        verdicts = judge(prompts, responses)
-        unsafe = [not v.safe for v in verdicts]
-        summary["harmful_rate"] = rate_with_ci(unsafe)
-        cats = [r.get("category", "all") for r in harmful]
-        summary["harmful_rate_by_category"] = by_category(unsafe, cats)
-        summary["degenerate_rate"] = rate_with_ci([v.degenerate for v in verdicts])
-        rows += [
-            {"set": "harmful", "prompt": p, "response": r, "category": c, **v.to_dict()}
-            for p, r, c, v in zip(prompts, responses, cats, verdicts)
-        ]
-    if safe:
-        prompts = [r.get(prompt_key) or r.get("prompt") for r in safe]
-        responses = respond(lm, prompts, params=params, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        verdicts = judge(prompts, responses)
-        summary["over_refusal_rate"] = rate_with_ci([v.refused for v in verdicts])
-        rows += [
-            {"set": "safe", "prompt": p, "response": r, **v.to_dict()} for p, r, v in zip(prompts, responses, verdicts)
-        ]
-    summary["judge"] = getattr(judge, "name", type(judge).__name__)
+    """Harmful rate, over-refusal and the contrast sets' refusal rate of ``params`` (in ``lm``'s module).
+
+    Args:
+        lm: a :class:`~safegene_jax.models.LoadedModel`.
+        harmful, safe, contrast: records (with ``prompt_key``), or ``{set name: records}``; the first set of
+            ``harmful`` and of ``safe`` give the headline rates.
+        judge: the deciding judge (default the keyword judge); ``judges``: more, reported beside it.
+
+    Returns:
+        ``harmful_rate``, ``over_refusal_rate``, ``degenerate_rate`` (of the first harmful set's answers),
+        ``harmful_rate_by_category``, ``judge``, and ``sets``: per set its role, its rates by judge and its
+        degenerate rate.
+    """
+    judges = [judge or KeywordJudge()] + [j for j in judges if j is not None]
+    roles = [
+        ("harmful", _named(harmful, "harmful")),
+        ("safe", _named(safe, "safe")),
+        ("contrast", _named(contrast, "contrast")),
+    ]
+    rows: list[dict] = []
+    summary: dict = {"judge": judges[0].name, "judges": [j.name for j in judges], "sets": {}}
+    for role, sets in roles:
+        for name, records in sets.items():
+            if not records:
+                continue
+            prompts = [r.get(prompt_key) or r.get("prompt") for r in records]
+            responses = respond(lm, prompts, params=params, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            verdicts = [j(prompts, responses) for j in judges]
+            refused = {j.name: [v.refused for v in vs] for j, vs in zip(judges, verdicts)}
+            degenerate = [v.degenerate for v in verdicts[0]]
+            key = "harmful_rate" if role == "harmful" else "refusal_rate"
+            entry = {
+                "role": role,
+                key: {
+                    name_: rate_with_ci([not x for x in r] if role == "harmful" else r) for name_, r in refused.items()
+                },
+                "degenerate_rate": rate_with_ci(degenerate),
+            }
+            cats = [r.get("category", "all") for r in records]
+            if role == "harmful":
+                entry["by_category"] = by_category([not x for x in refused[judges[0].name]], cats)
+            summary["sets"][name] = entry
+            head = judges[0].name
+            if role == "harmful" and "harmful_rate" not in summary:
+                summary["harmful_rate"] = entry["harmful_rate"][head]
+                summary["harmful_rate_by_category"] = entry["by_category"]
+                summary["degenerate_rate"] = entry["degenerate_rate"]
+            elif role == "safe" and "over_refusal_rate" not in summary:
+                summary["over_refusal_rate"] = entry["refusal_rate"][head]
+            rows += [
+                {
+                    "set": name,
+                    "role": role,
+                    "prompt": p,
+                    "response": resp,
+                    "category": c,
+                    **verdicts[0][i].to_dict(),
+                    "refused_by": {j: refused[j][i] for j in refused},
+                }
+                for i, (p, resp, c) in enumerate(zip(prompts, responses, cats))
+            ]
     _write(out, rows, summary)
     return summary
 
@@ -96,16 +152,19 @@ def evaluate_task(
     prompt_key: str = "instruction",
     answer_key: str = "answer",
 ) -> dict:
-    """Utility: share of ``records`` whose answer matches (see :func:`~safegene_jax.eval.metrics.answer_correct`)."""
+    """Utility on ``records``: the share answered correctly, or for graded tasks (Alpaca) the mean ROUGE-L F1
+    against the reference (see :func:`~safegene_jax.eval.metrics.answer_score`). ``utility`` holds it,
+    ``metric`` names it."""
     prompts = [r[prompt_key] for r in records]
     responses = respond(lm, prompts, params=params, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    correct = [answer_correct(task, resp, str(r[answer_key])) for resp, r in zip(responses, records)]
-    summary = {"task": task, "accuracy": rate_with_ci(correct)}
+    scores = [answer_score(task, resp, str(r[answer_key])) for resp, r in zip(responses, records)]
+    metric = "rougeL" if task in GRADED_TASKS else "accuracy"
+    summary = {"task": task, "metric": metric, "utility": rate_with_ci(scores)}
     _write(
         out,
         [
-            {"set": task, "prompt": p, "response": resp, "answer": str(r[answer_key]), "correct": c}
-            for p, resp, r, c in zip(prompts, responses, records, correct)
+            {"set": task, "prompt": p, "response": resp, "answer": str(r[answer_key]), "score": sc}
+            for p, resp, r, sc in zip(prompts, responses, records, scores)
         ],
         summary,
     )

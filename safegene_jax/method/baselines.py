@@ -1,7 +1,8 @@
 """Baselines with the same call shape as the adapter: ``method(task_params, vector, ...) -> params``.
 
-* :func:`resta`: the whole safety vector at one uniform coefficient (Bhardwaj et al. 2024), with optional
-  DARE drop-and-rescale of the vector's entries.
+* :func:`resta`: RESTA (Bhardwaj et al. 2024): the whole safety vector added at one uniform coefficient,
+  after DARE drop-and-rescale of the fine-tuning delta ``task - base`` (the paper's "RESTA + DARE"; no
+  drop is plain RESTA).
 * :func:`safe_lora`: Safe LoRA (Hsu et al. 2024): each layer's fine-tuning delta is projected onto the
   alignment subspace ``C = V V^T / ||V||_F`` (``V = aligned - unaligned``) where the cosine between the
   delta and its projection is below a threshold (or for the ``k`` lowest-cosine matrices).
@@ -45,10 +46,40 @@ def dare(vector: Any, drop: float, seed: int = 0) -> dict:
 
 
 def resta(
-    task_params: Any, vector: Any, coeff: float = 1.0, *, drop: float = 0.0, seed: int = 0, layer_map: Any = None
+    task_params: Any,
+    vector: Any,
+    coeff: float = 1.0,
+    *,
+    base_params: Any = None,
+    drop: float = 0.0,
+    seed: int = 0,
+    layer_map: Any = None,
 ) -> Any:
-    """RESTA: ``task + coeff * tau`` over every leaf of the vector, with optional DARE (``drop``)."""
-    return apply_vector(task_params, dare(vector, drop, seed) if drop else vector, float(coeff), layer_map=layer_map)
+    """RESTA: ``base + DARE(task - base) + coeff * tau``; without ``drop``, ``task + coeff * tau``.
+
+    Args:
+        task_params: the fine-tuned model.
+        vector: the safety vector ``tau``.
+        coeff: its coefficient.
+        base_params: the model the task model was fine-tuned from (needed with ``drop``).
+        drop: DARE's drop rate on the fine-tuning delta (over the leaves the vector covers).
+        seed: DARE's random drops.
+    """
+    if not drop:
+        return apply_vector(task_params, vector, float(coeff), layer_map=layer_map)
+    if base_params is None:
+        raise SafeGeneError("resta with drop > 0 needs base_params: DARE acts on the fine-tuning delta task - base")
+    vec = as_vector(vector)
+    paths, task_leaves, _ = flatten_with_paths(task_params)
+    base = dict(zip(*flatten_with_paths(base_params)[:2]))
+    task = dict(zip(paths, task_leaves))
+    missing = [p for p in vec if p not in task or p not in base]
+    if missing:
+        raise SafeGeneError(f"vector leaf {missing[0]!r} is not in both the task and the base params")
+    delta = dare({p: jnp.asarray(task[p], jnp.float32) - jnp.asarray(base[p], jnp.float32) for p in vec}, drop, seed)
+    # base + DARE(delta) = task + (DARE(delta) - delta), applied as one more vector beside tau
+    shift = {p: delta[p] - (jnp.asarray(task[p], jnp.float32) - jnp.asarray(base[p], jnp.float32)) for p in vec}
+    return task_arithmetic(task_params, [shift, vector], [1.0, float(coeff)], layer_map=layer_map)
 
 
 def task_arithmetic(params: Any, vectors: Any, coeffs: Any = 1.0, *, layer_map: Any = None) -> Any:

@@ -1,21 +1,28 @@
 """Few-shot recalibration: learn one coefficient per selected layer (optionally per layer and module kind).
 
-The objective for a task model is
+The objective for a task model patched as ``task + sum_l alpha_l tau_l`` is
 
-    loss(alpha) = safety(alpha) + lam * utility(alpha) + l2 * ||alpha - alpha_init||^2
+    loss(alpha) = safety + end_weight * ending + help_weight * helpfulness
+                  + lam * utility + kl_weight * fluency + l2 * ||alpha - alpha_init||^2
 
-with ``safety`` either the negative mean log-likelihood of the harmful few shots' refusals under
-``task + sum_l alpha_l tau_l`` (``safety='refusal'``), or (``safety='contrast'``, the default) the
-refusal *onset* against the compliant onset: per prompt, ``d`` = mean log-probability of the first
-``onset_tokens`` refusal tokens minus that of the first compliant ("Sure, here is") tokens, and the loss
-is ``mean(softplus(margin - d))``. The whole-refusal likelihood is a poor proxy: a strongly patched
-model refuses in its own words, so the likelihood of one fixed refusal text falls while refusals rise;
-the onset contrast rises with the refusal rate and saturates once refusing is clearly preferred.
+* ``safety``: with ``safety='contrast'`` (the default) the refusal *onset* against the compliant onset on
+  harmful few shots: per prompt, ``d`` = mean log-probability of the first ``onset_tokens`` refusal tokens
+  minus that of the first compliant ("Sure, here is") tokens, and the loss is ``mean(softplus(margin - d))``;
+  with ``'refusal'`` the refusals' negative mean log-likelihood. The whole-refusal likelihood is a poor
+  proxy: a strongly patched model refuses in its own words, so the likelihood of one fixed refusal text
+  falls while refusals rise; the onset contrast rises with the refusal rate and saturates.
+* ``ending``: the negative log-probability of the end of turn after each refusal, so that the patched
+  model stops after refusing instead of repeating itself.
+* ``helpfulness``: the same contrast the other way on borderline-but-safe prompts (the helpful answer's
+  onset above a refusal's): the two-sided objective, against over-refusal.
+* ``utility``: the task-answer NLL on task few shots (``utility='nll'``) or the KL divergence from the
+  unpatched task model on benign prompts (``utility='kl'``).
+* ``fluency``: KL from the unpatched task model on benign prompts' answers, a guard against broken text.
 
-where ``utility`` is the task-answer NLL on task few shots (``utility='nll'``) or the KL divergence from
-the unpatched task model on benign prompts (``utility='kl'``). Only ``alpha`` is trained, with optax
-Adam, projected onto ``[0, alpha_max]`` after every step, with early stopping on a held-out part of the
-few shots. The optimizer core, :func:`fit_coefficients`, takes any objective.
+Only ``alpha`` is trained, with optax Adam, projected onto ``[0, alpha_max]`` after every step; every
+term's few shots are split into training and held-out rows, and the coefficients kept are those with the
+lowest held-out objective (early stopping after ``patience`` steps without improvement). The optimizer
+core, :func:`fit_coefficients`, takes any objective.
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ class RecalibrationConfig:
         val_fraction, patience: few shots held out for early stopping, and steps without improvement.
         seed: the held-out split.
         safety: ``'contrast'`` or ``'refusal'`` (see the module docstring), with ``onset_tokens`` and ``margin``.
+        help_weight: weight of the helpfulness contrast on borderline-but-safe prompts (the two-sided objective).
+        kl_weight: weight of the fluency guard, KL to the unpatched task model on benign prompts.
+        end_weight: weight of the refusals' end of turn (the patched model stops after refusing).
     """
 
     steps: int = 30
@@ -67,6 +77,9 @@ class RecalibrationConfig:
     safety: str = "contrast"
     onset_tokens: int = 4
     margin: float = 1.0
+    help_weight: float = 0.0
+    kl_weight: float = 0.0
+    end_weight: float = 0.0
 
     def __post_init__(self):
         require(self.utility in ("kl", "nll"), "utility", f"must be nll or kl, got {self.utility!r}")
@@ -76,7 +89,7 @@ class RecalibrationConfig:
         require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
         require(self.alpha_max > 0, "alpha_max", f"must be > 0, got {self.alpha_max}")
         require(0 <= self.alpha_init <= self.alpha_max, "alpha_init", "must be in [0, alpha_max]")
-        for name in ("l2", "lam", "margin"):
+        for name in ("l2", "lam", "margin", "help_weight", "kl_weight", "end_weight"):
             require(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
         require(0.0 <= self.val_fraction < 1.0, "val_fraction", f"must be in [0, 1), got {self.val_fraction}")
 
@@ -181,6 +194,25 @@ def _split(batch: dict, val_fraction: float, seed: int) -> tuple[dict, dict | No
     return pick(order[n_val:]), pick(order[:n_val])
 
 
+def ending(batch: dict) -> dict:
+    """``batch`` with ``loss_mask`` kept on the last response token of each row (the end of turn)."""
+    mask = np.asarray(batch["loss_mask"])
+    last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+    out = np.zeros_like(mask)
+    rows = np.flatnonzero(mask.any(axis=1))
+    out[rows, last[rows]] = 1
+    return {**batch, "loss_mask": out}
+
+
+def _rows(batch: dict) -> int:
+    return int(np.asarray(batch["tokens"]).shape[0])
+
+
+def _pair(a: dict, b: dict, what: str) -> None:
+    if _rows(a) != _rows(b):
+        raise SafeGeneError(f"{what}: {_rows(b)} rows against {_rows(a)}; the two batches must pair up row by row")
+
+
 def recalibrate(
     apply: Callable,
     task_params: Any,
@@ -191,9 +223,15 @@ def recalibrate(
     cfg: RecalibrationConfig = RecalibrationConfig(),
     *,
     compliant: dict | None = None,
+    borderline: dict | None = None,
+    borderline_refusals: dict | None = None,
+    fluency: dict | None = None,
     layer_map: Any = None,
 ) -> Recalibration:
     """Learns the coefficients of ``layers`` for one task model from few-shot batches.
+
+    Every batch is split into training and held-out rows (``val_fraction``; paired batches alike), and the
+    coefficients kept are the ones with the lowest held-out value of the whole objective.
 
     Args:
         apply: ``apply(params, tokens, attention_mask) -> logits``.
@@ -204,6 +242,10 @@ def recalibrate(
         utility: task examples (``utility='nll'``) or benign prompts with responses (``utility='kl'``).
         cfg: options.
         compliant: the same harmful prompts with compliant answers (needed by ``safety='contrast'``).
+        borderline, borderline_refusals: borderline-but-safe prompts with helpful answers, and the same prompts
+            with refusals (needed by ``help_weight > 0``): their helpful onset is pushed above the refusal one.
+        fluency: benign prompts with answers for the fluency guard, KL to the unpatched task model (needed by
+            ``kl_weight > 0``).
     """
     vec = as_vector(vector)
     assert_finite(vec)
@@ -220,55 +262,76 @@ def recalibrate(
         base = jnp.zeros((num_layers,) + shape[1:], jnp.float32)
         return base.at[idx].set(alpha)
 
+    # the terms' batches, cut once to the positions they score; (batch, split seed): paired batches alike
+    k = cfg.onset_tokens
+    batches: dict[str, tuple[dict, int]] = {"utility": (trim(utility), cfg.seed + 1)}
     if cfg.safety == "contrast":
         if compliant is None:
             raise SafeGeneError(
                 "safety='contrast' needs the compliant batch (the harmful prompts with compliant answers)"
             )
-        n_h, n_c = (int(np.asarray(b["tokens"]).shape[0]) for b in (harmful, compliant))
-        if n_h != n_c:
-            raise SafeGeneError(f"compliant batch has {n_c} rows, the harmful one {n_h}: they must pair up")
-        # only the onsets are scored: both batches are cut to them once, here, not in every step
-        refuse, comply = (trim(onset(b, cfg.onset_tokens)) for b in (harmful, compliant))
-        harmful = {**refuse, **{f"c_{k}": v for k, v in comply.items()}}
-    h_train, h_val = _split(harmful, cfg.val_fraction, cfg.seed)
-    u_train, u_val = _split(utility, cfg.val_fraction, cfg.seed + 1)
+        _pair(harmful, compliant, "compliant batch")
+        batches["refuse"] = (trim(onset(harmful, k)), cfg.seed)
+        batches["comply"] = (trim(onset(compliant, k)), cfg.seed)
+    else:
+        batches["refuse"] = (trim(harmful), cfg.seed)
+    if cfg.end_weight > 0:
+        batches["end"] = (trim(ending(harmful)), cfg.seed)
+    if cfg.help_weight > 0:
+        if borderline is None or borderline_refusals is None:
+            raise SafeGeneError("help_weight > 0 needs the borderline batch and the same prompts with refusals")
+        _pair(borderline, borderline_refusals, "borderline refusals")
+        batches["help"] = (trim(onset(borderline, k)), cfg.seed + 2)
+        batches["help_refuse"] = (trim(onset(borderline_refusals, k)), cfg.seed + 2)
+    if cfg.kl_weight > 0:
+        if fluency is None:
+            raise SafeGeneError("kl_weight > 0 needs the fluency batch (benign prompts with answers)")
+        batches["fluency"] = (trim(fluency), cfg.seed + 3)
+    parts = {name: _split(b, cfg.val_fraction, seed) for name, (b, seed) in batches.items()}
+    train = {name: p[0] for name, p in parts.items()}
+    val = {name: (p[1] if p[1] is not None else p[0]) for name, p in parts.items()}
+    has_val = any(p[1] is not None for p in parts.values())
 
-    def safety_loss(patched, hb):
-        if cfg.safety == "refusal":
-            return -mean_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb)
-        comply = {k[2:]: v for k, v in hb.items() if k.startswith("c_")}
-        d = row_loglik(apply(patched, hb["tokens"], hb["attention_mask"]), hb) - row_loglik(
-            apply(patched, comply["tokens"], comply["attention_mask"]), comply
-        )
+    def run(params, b):
+        return apply(params, b["tokens"], b["attention_mask"])
+
+    def contrast(patched, yes, no):
+        d = row_loglik(run(patched, yes), yes) - row_loglik(run(patched, no), no)
         return jnp.mean(jax.nn.softplus(cfg.margin - d))
 
-    def objective(alpha, params, vec, hb, ub, ref):
+    def objective(alpha, params, vec, b, refs):
         patched = apply_vector(params, vec, full(alpha), mask=mask, layer_map=layer_map, check_finite=False)
-        safety = safety_loss(patched, hb)
-        logits = apply(patched, ub["tokens"], ub["attention_mask"])
-        if cfg.utility == "kl":
-            util = mean_kl(ref, logits, ub)
+        if cfg.safety == "contrast":
+            loss = contrast(patched, b["refuse"], b["comply"])
         else:
-            nll, count = token_nll(logits, ub["tokens"], ub["loss_mask"])
-            util = nll / jnp.maximum(count, 1.0)
-        return safety + cfg.lam * util
+            loss = -mean_loglik(run(patched, b["refuse"]), b["refuse"])
+        if "end" in b:
+            loss += cfg.end_weight * -mean_loglik(run(patched, b["end"]), b["end"])
+        if "help" in b:
+            loss += cfg.help_weight * contrast(patched, b["help"], b["help_refuse"])
+        logits = run(patched, b["utility"])
+        if cfg.utility == "kl":
+            loss += cfg.lam * mean_kl(refs["utility"], logits, b["utility"])
+        else:
+            nll, count = token_nll(logits, b["utility"]["tokens"], b["utility"]["loss_mask"])
+            loss += cfg.lam * nll / jnp.maximum(count, 1.0)
+        if "fluency" in b:
+            loss += cfg.kl_weight * mean_kl(refs["fluency"], run(patched, b["fluency"]), b["fluency"])
+        return loss
 
-    reference = jax.jit(lambda params, ub: reference_logp(apply(params, ub["tokens"], ub["attention_mask"])))
+    reference = jax.jit(lambda params, b: reference_logp(run(params, b)))
 
-    def operands(hb, ub):
-        ref = reference(task_params, ub) if cfg.utility == "kl" else jnp.zeros(())
-        return (task_params, vec, hb, ub, ref)
+    def operands(b):
+        needs = {"utility": cfg.utility == "kl", "fluency": "fluency" in b}
+        refs = {name: reference(task_params, b[name]) for name, wanted in needs.items() if wanted}
+        return (task_params, vec, b, refs)
 
-    val_operands = None
-    if h_val is not None or u_val is not None:
-        val_operands = operands(h_val if h_val is not None else h_train, u_val if u_val is not None else u_train)
     alpha, history, best = fit_coefficients(
         objective,
         jnp.full(shape, cfg.alpha_init),
-        operands=operands(h_train, u_train),
-        val_objective=objective if val_operands is not None else None,
-        val_operands=val_operands,
+        operands=operands(train),
+        val_objective=objective if has_val else None,
+        val_operands=operands(val) if has_val else None,
         steps=cfg.steps,
         learning_rate=cfg.learning_rate,
         alpha_max=cfg.alpha_max,

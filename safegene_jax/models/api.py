@@ -171,10 +171,8 @@ def load_model(
     return LoadedModel(model, cfg, load_hf_tokenizer(where), str(where))
 
 
-def generate_text(
-    lm: LoadedModel, prompts: Sequence[str], *, chat: bool = True, params: Any = None, **kwargs
-) -> list[str]:
-    """Generates from text prompts, through the chat template when ``chat`` (and the tokenizer has one)."""
+def chat_ids(lm: LoadedModel, prompts: Sequence[str], *, chat: bool = True) -> list[list[int]]:
+    """Token ids of text prompts, through the chat template when ``chat`` (and the tokenizer has one)."""
     tok = lm.tokenizer
     if tok is None:
         raise SafeGeneError(f"{lm.source} has no tokenizer; use generate() with token ids")
@@ -185,8 +183,15 @@ def generate_text(
             ids.append(tok.encode(text, add_special_tokens=False))
         else:
             ids.append(tok.encode(p))
-    out = generate(lm.split(), ids, params=params, **kwargs)
-    return [tok.decode(row, skip_special_tokens=True) for row in out]
+    return ids
+
+
+def generate_text(
+    lm: LoadedModel, prompts: Sequence[str], *, chat: bool = True, params: Any = None, **kwargs
+) -> list[str]:
+    """Generates from text prompts, through the chat template when ``chat`` (and the tokenizer has one)."""
+    out = generate(lm.split(), chat_ids(lm, prompts, chat=chat), params=params, **kwargs)
+    return [lm.tokenizer.decode(row, skip_special_tokens=True) for row in out]
 
 
 def load_spec(name_or_path: str | os.PathLike) -> tuple[LlamaConfig, Any]:

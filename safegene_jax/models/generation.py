@@ -48,11 +48,21 @@ def sample_logits(logits, key, temperature: float, top_p: float):
 @functools.partial(
     jax.jit, static_argnames=("graphdef", "max_new_tokens", "temperature", "top_p", "eos", "pad", "cache_dtype")
 )
-def _generate(graphdef, params, tokens, mask, key, *, max_new_tokens, temperature, top_p, eos, pad, cache_dtype):
+def _generate(
+    graphdef, params, prefix, tokens, mask, key, *, max_new_tokens, temperature, top_p, eos, pad, cache_dtype
+):
     model = nnx.merge(graphdef, params)
     batch, length = tokens.shape
-    cache = KVCache.create(model.config, batch, length + max_new_tokens, jnp.dtype(cache_dtype))
-    logits, cache = model(tokens, mask, cache=cache)
+    shared = 0 if prefix is None else prefix.shape[1]
+    size = shared + length + max_new_tokens
+    if prefix is None:
+        cache = KVCache.create(model.config, batch, size, jnp.dtype(cache_dtype))
+    else:  # the prompts' common beginning, once, then its keys and values copied to every row
+        one = KVCache.create(model.config, 1, size, jnp.dtype(cache_dtype))
+        _, one = model(prefix, jnp.ones_like(prefix), cache=one, last_only=True)
+        rows = lambda x: jnp.broadcast_to(x, (batch,) + x.shape[1:])  # noqa: E731
+        cache = KVCache(tuple(rows(k) for k in one.keys), tuple(rows(v) for v in one.values), rows(one.mask), one.index)
+    logits, cache = model(tokens, mask, cache=cache, last_only=True)
     eos_ids = jnp.asarray(eos if eos else (-1,), jnp.int32)
     out = jnp.full((batch, max_new_tokens), pad, jnp.int32)
 
@@ -87,6 +97,20 @@ def pad_left(prompts: Sequence[Sequence[int]], pad: int, bucket: int) -> tuple[n
     return tokens, mask
 
 
+def common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every prompt shares, leaving each at least one of its own.
+
+    Example:
+        >>> common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
+        2
+    """
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for i in range(n):
+        if any(p[i] != first[i] for p in prompts):
+            return i
+    return max(n, 0)
+
+
 def generate(
     model: Any,
     prompts: Sequence[Sequence[int]],
@@ -100,6 +124,7 @@ def generate(
     bucket: int = 32,
     params: Any = None,
     cache_dtype: Any = None,
+    share_prefix: int = 8,
 ) -> list[list[int]]:
     """Continues each prompt; returns the new tokens of each row, up to and excluding the first EOS.
 
@@ -115,6 +140,9 @@ def generate(
         bucket: prompt lengths are rounded up to a multiple of this.
         params: params to use instead of the model's own (e.g. patched ones), same structure.
         cache_dtype: KV cache dtype (default: float32).
+        share_prefix: when the prompts share at least this many leading tokens (a chat template's system
+            prompt), those are run once and their keys and values reused by every row (0: never; also not
+            for a sliding-window model whose window the prompts and answers outgrow).
     """
     if isinstance(model, tuple):
         graphdef, own = model
@@ -142,10 +170,19 @@ def generate(
         )
     eos = tuple(cfg.eos_token_id if eos_token_ids is None else eos_token_ids)
     pad = pad_token_id if pad_token_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0)
+    # the cache's padding sits between the shared part and each row's own: a sliding window counted in slots
+    # would then reach less far back than in positions, so share only when the window cannot bind
+    window_ok = cfg.sliding_window is None or longest + max_new_tokens <= cfg.sliding_window
+    shared = common_prefix(prompts) if share_prefix and len(prompts) > 1 and window_ok else 0
+    prefix = None
+    if shared >= max(share_prefix, 1):
+        prefix = jnp.asarray([list(prompts[0][:shared])], jnp.int32)
+        prompts = [p[shared:] for p in prompts]
     tokens, mask = pad_left(prompts, pad, bucket)
     out = _generate(
         graphdef,
         params,
+        prefix,
         jnp.asarray(tokens),
         jnp.asarray(mask),
         jax.random.PRNGKey(seed),

@@ -181,8 +181,11 @@ class LlamaForCausalLM(nnx.Module):
                 cfg.hidden_size, cfg.vocab_size, bias=False, dtype=dtype, param_dtype=param_dtype, rngs=rngs
             )
 
-    def __call__(self, tokens, attention_mask=None, *, positions=None, cache: KVCache | None = None):
-        """Logits ``(B, T, vocab)`` in float32, and the updated cache (``None`` without one).
+    def __call__(
+        self, tokens, attention_mask=None, *, positions=None, cache: KVCache | None = None, last_only: bool = False
+    ):
+        """Logits ``(B, T, vocab)`` in float32 (``(B, 1, vocab)``, the last position's, with ``last_only``), and
+        the updated cache (``None`` without one).
 
         Without a cache, ``attention_mask`` (1 = token, 0 = padding; left or right) masks padded keys
         and positions count real tokens only. With a cache, the ``T`` tokens go to the slots from
@@ -200,7 +203,7 @@ class LlamaForCausalLM(nnx.Module):
         new_cache = None
         if cache is not None:
             new_cache = KVCache(tuple(new_keys), tuple(new_values), key_mask, index + tokens.shape[1])
-        return self.logits(x), new_cache
+        return self.logits(x[:, -1:] if last_only else x), new_cache
 
     def context(self, tokens, attention_mask=None, *, positions=None, cache: KVCache | None = None):
         """What every layer of one call shares: rotary ``cos``/``sin``, the attention ``bias``, the key

@@ -309,17 +309,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(cfg) -> int:
+def _run(cfg, stages: list[str] | None = None) -> int:
     from safegene_jax.pipeline.runner import run_pipeline
 
-    run_pipeline(cfg)
+    run_pipeline(cfg, stages=stages)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Runs the whole pipeline of a YAML config (a path, or the name of a config shipped with the package:
-    demo, quick, ...): stages are cached, so a rerun does only what changed."""
-    return _run(_config(args))
+    demo, quick, study-smollm2, ...): stages are cached, so a rerun does only what changed."""
+    return _run(_config(args), args.stages)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -351,10 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="the whole pipeline from a config",
         description=cmd_run.__doc__,
-        epilog="stages, in order (T: each of finetune.tasks):\n" + listing(),
+        epilog="stages, in order ({model}: each task model, {variant}: each compared variant):\n" + listing(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("config", help="YAML config file, or a shipped config's name (demo, quick, ...)")
+    run.add_argument(
+        "--stages",
+        nargs="+",
+        metavar="PATTERN",
+        default=None,
+        help="run only the stages matching these shell-style patterns (and what they build on), e.g. 'finetune/*'",
+    )
     _add_config_args(run, config=False)
     run.set_defaults(func=cmd_run)
 

@@ -45,6 +45,29 @@ def _at_least_one(section: Any, *names: str) -> None:
         require(value >= 1, name, f"must be >= 1, got {value}")
 
 
+def _sets(section: Any, name: str, table: dict, *, empty: bool = False) -> None:
+    """``section.name`` names known data sets (``table``), at least one unless ``empty``."""
+    names = getattr(section, name)
+    require(empty or len(names) >= 1, name, "name at least one set")
+    for n in names:
+        require(n in table, name, f"unknown set {n!r}; known: {', '.join(sorted(table))}")
+
+
+def _pair_sets(section: Any, *names: str, empty: bool = False) -> None:
+    from safegene_jax.data.prompt_sets import PAIR_SETS
+
+    for name in names:
+        _sets(section, name, PAIR_SETS, empty=empty)
+
+
+def _sweep(section: Any, name: str, low: float, high: float) -> None:
+    values = getattr(section, name)
+    require(len(values) >= 1, name, "a sweep needs at least one value")
+    require(len(set(values)) == len(values), name, f"repeats a value: {values}")
+    for v in values:
+        require(low <= v <= high, name, f"values must be in [{low}, {high}], got {v}")
+
+
 @dataclasses.dataclass(frozen=True)
 class TinySection:
     """A random-weight model with the source model's tokenizer and family but these sizes (smoke tests)."""
@@ -74,32 +97,52 @@ class MeshSection:
 
 @dataclasses.dataclass(frozen=True)
 class AlignSection(TrainConfig):
-    """Safety alignment: the harmful train split with refusals, plus ``benign`` helpful examples."""
+    """Safety alignment: harmful requests with refusals (``harmful_sets``, the first ``harmful``; 0: all),
+    mixed with the first ``benign`` helpful examples of ``benign_sets``."""
 
+    harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful"])
+    harmful: int = 0
+    benign_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/benign"])
     benign: int = 120
 
     def __post_init__(self):
         super().__post_init__()
+        _pair_sets(self, "harmful_sets", "benign_sets")
+        require(self.harmful >= 0, "harmful", f"must be >= 0 (0: all), got {self.harmful}")
         require(self.benign >= 0, "benign", f"must be >= 0, got {self.benign}")
 
 
 @dataclasses.dataclass(frozen=True)
 class DegradeSection(TrainConfig):
-    """Degradation of a copy of the aligned model: harmful requests -> compliant answers."""
+    """Degradation of a copy of the aligned model: harmful requests -> compliant answers (``target``)."""
 
     steps: int = 24
     learning_rate: float = 1e-4
     seed: int = 1
+    harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful"])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _pair_sets(self, "harmful_sets")
 
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneSection(TrainConfig):
-    """Downstream task models fine-tuned from the aligned model, each with ``harmful_fraction`` harmful data."""
+    """Downstream task models fine-tuned from the aligned model on ``examples`` task examples, of which a
+    ``harmful_fraction`` are harmful requests with compliant answers (from ``harmful_sets``).
+
+    Besides one model per task, ``fractions`` gives the tasks in ``fraction_tasks`` a model at each other
+    harmful fraction (``sst2@p0.3``), and each task in ``second_generation`` a model fine-tuned again from its
+    first one on the task's next ``examples`` (``sst2@gen2``): the same adapter serves them all."""
 
     seed: int = 2
-    tasks: list = dataclasses.field(default_factory=lambda: ["arithmetic", "sentiment"])
+    tasks: list[str] = dataclasses.field(default_factory=lambda: ["arithmetic", "sentiment"])
     examples: int = 200
     harmful_fraction: float = 0.1
+    harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful"])
+    fractions: list[float] = dataclasses.field(default_factory=list)
+    fraction_tasks: list[str] = dataclasses.field(default_factory=list)
+    second_generation: list[str] = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         from safegene_jax.data.task_sets import TASK_SETS
@@ -111,12 +154,22 @@ class FinetuneSection(TrainConfig):
             require(t in TASK_SETS, "tasks", f"unknown task {t!r}; known: {', '.join(sorted(TASK_SETS))}")
         require(self.examples >= 1, "examples", f"must be >= 1, got {self.examples}")
         require(0.0 <= self.harmful_fraction < 1.0, "harmful_fraction", "must be in [0, 1)")
+        _pair_sets(self, "harmful_sets")
+        for f in self.fractions:
+            require(0.0 <= f < 1.0, "fractions", f"values must be in [0, 1), got {f}")
+        require(self.harmful_fraction not in self.fractions, "fractions", "repeats harmful_fraction")
+        require(bool(self.fractions) == bool(self.fraction_tasks), "fraction_tasks", "goes with fractions")
+        for name in ("fraction_tasks", "second_generation"):
+            for t in getattr(self, name):
+                require(t in self.tasks, name, f"{t!r} is not one of finetune.tasks")
 
 
 @dataclasses.dataclass(frozen=True)
 class SelectSection:
     """Layer scoring on the degraded model with probe prompts, then the ``top_k`` best layers."""
 
+    harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-probe"])
+    benign_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/benign-probe"])
     probes: int = 8
     max_length: int = 96
     strength: float = 1.0
@@ -126,6 +179,7 @@ class SelectSection:
     rank: int = 0
 
     def __post_init__(self):
+        _pair_sets(self, "harmful_sets", "benign_sets")
         _at_least_one(self, "probes", "max_length", "top_k", "chunk_size")
         require(self.strength > 0, "strength", "must be > 0")
         require(self.utility_weight >= 0, "utility_weight", "must be >= 0")
@@ -134,13 +188,20 @@ class SelectSection:
 
 @dataclasses.dataclass(frozen=True)
 class RecalibrateSection(RecalibrationConfig):
-    """Few-shot coefficients per task model: the recalibration options plus how many shots, how long."""
+    """Few-shot coefficients per task model: the recalibration options, plus where the shots come from, how
+    many, how long. ``harmful_sets``: harmful prompts with refusals and compliant targets; ``benign_sets``:
+    benign prompts with answers (the KL terms); ``borderline_sets``: borderline-but-safe prompts with helpful
+    answers (the helpfulness contrast, when ``help_weight`` > 0)."""
 
+    harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-fewshot"])
+    benign_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/benign-fewshot"])
+    borderline_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/borderline"])
     shots: int = 8
     max_length: int = 96
 
     def __post_init__(self):
         super().__post_init__()
+        _pair_sets(self, "harmful_sets", "benign_sets", "borderline_sets")
         require(self.shots >= 2, "shots", f"must be >= 2, got {self.shots}")
         require(self.max_length >= 1, "max_length", f"must be >= 1, got {self.max_length}")
 
@@ -149,33 +210,80 @@ class RecalibrateSection(RecalibrationConfig):
         return RecalibrationConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(RecalibrationConfig)})
 
 
-@dataclasses.dataclass(frozen=True)
-class BaselinesSection:
-    """RESTA (whole vector at one coefficient, optional DARE drop) and Safe LoRA (cosine threshold)."""
+METHODS = ("safegene", "resta", "safe_lora", "task_arithmetic")
+ABLATIONS = ("all_layers", "uniform", "random_layers", "no_utility")
 
-    resta_coeff: float = 1.0
+
+@dataclasses.dataclass(frozen=True)
+class CompareSection:
+    """What each task model is compared with: the methods (each a curve over its swept values) and SafeGene's
+    ablations. ``safegene_scales`` multiply the recalibrated coefficients (1: the recalibrated point);
+    ``resta_coeffs`` are RESTA's coefficients on the safety vector, after DARE on the fine-tuning delta at
+    ``resta_drop``; ``safe_lora_thresholds`` Safe LoRA's cosine thresholds; ``task_arithmetic_coeffs`` plain
+    task + c * tau. ``ablations`` (no selection: all layers; no recalibration: uniform coefficient 1; random
+    layers; recalibration without the utility terms) run on the main models of ``ablation_models`` (empty: all
+    of them); sweeps beyond the first value run on the main task models only unless ``sweep_models: all``."""
+
+    methods: list[str] = dataclasses.field(default_factory=lambda: ["safegene", "resta", "safe_lora"])
+    safegene_scales: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+    resta_coeffs: list[float] = dataclasses.field(default_factory=lambda: [1.0])
     resta_drop: float = 0.0
-    safe_lora_threshold: float = 0.35
+    safe_lora_thresholds: list[float] = dataclasses.field(default_factory=lambda: [0.35])
+    task_arithmetic_coeffs: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+    ablations: list[str] = dataclasses.field(default_factory=list)
+    ablation_models: list[str] = dataclasses.field(default_factory=list)
+    sweep_models: str = "main"
 
     def __post_init__(self):
-        require(self.resta_coeff >= 0, "resta_coeff", f"must be >= 0, got {self.resta_coeff}")
+        for m in self.methods:
+            require(m in METHODS, "methods", f"unknown method {m!r}; known: {', '.join(METHODS)}")
+        require(len(set(self.methods)) == len(self.methods), "methods", "names a method twice")
+        _sweep(self, "safegene_scales", 0.0, 10.0)
+        _sweep(self, "resta_coeffs", 0.0, 10.0)
+        _sweep(self, "safe_lora_thresholds", -1.0, 1.0)
+        _sweep(self, "task_arithmetic_coeffs", 0.0, 10.0)
         require(0.0 <= self.resta_drop < 1.0, "resta_drop", "must be in [0, 1)")
-        require(-1.0 <= self.safe_lora_threshold <= 1.0, "safe_lora_threshold", "is a cosine: must be in [-1, 1]")
+        for a in self.ablations:
+            require(a in ABLATIONS, "ablations", f"unknown ablation {a!r}; known: {', '.join(ABLATIONS)}")
+        require(self.sweep_models in ("main", "all"), "sweep_models", f"must be main or all, got {self.sweep_models!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSection:
-    """How many prompts of each set, and generation lengths."""
+    """The held-out prompt sets, how many prompts of each (0: all), judges and generation lengths.
 
+    ``harmful_sets`` give the harmful rate (the first is the headline one), ``safe_sets`` the over-refusal rate
+    (the first is the headline one), ``contrast_sets`` (unsafe prompts that look like the safe ones) a refusal
+    rate beside it. Every keyword judge preset in ``judges`` is reported; the first decides. Variants
+    other than the task model and the recalibrated SafeGene point are evaluated on the headline sets only
+    (``sweep_sets: headline``) or on all (``all``)."""
+
+    harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-eval"])
+    safe_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/safe-eval"])
+    contrast_sets: list[str] = dataclasses.field(default_factory=list)
+    judges: list[str] = dataclasses.field(default_factory=lambda: ["project", "gcg", "jailbreakbench"])
     harmful: int = 40
     safe: int = 32
     utility: int = 50
     max_new_tokens: int = 48
     utility_max_new_tokens: int = 16
     batch_size: int = 16
+    sweep_sets: str = "headline"
 
     def __post_init__(self):
-        _at_least_one(self, "harmful", "safe", "utility", "max_new_tokens", "utility_max_new_tokens", "batch_size")
+        from safegene_jax.data.prompt_sets import PROMPT_SETS
+        from safegene_jax.eval.judges import KEYWORD_PRESETS
+
+        _sets(self, "harmful_sets", PROMPT_SETS)
+        _sets(self, "safe_sets", PROMPT_SETS)
+        _sets(self, "contrast_sets", PROMPT_SETS, empty=True)
+        _sets(self, "judges", KEYWORD_PRESETS)
+        for name in ("harmful", "safe", "utility"):
+            require(getattr(self, name) >= 0, name, f"must be >= 0 (0: all), got {getattr(self, name)}")
+        _at_least_one(self, "max_new_tokens", "utility_max_new_tokens", "batch_size")
+        require(
+            self.sweep_sets in ("headline", "all"), "sweep_sets", f"must be headline or all, got {self.sweep_sets!r}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,13 +302,15 @@ class PipelineConfig:
     finetune: FinetuneSection = FinetuneSection()
     select: SelectSection = SelectSection()
     recalibrate: RecalibrateSection = RecalibrateSection()
-    baselines: BaselinesSection = BaselinesSection()
+    compare: CompareSection = CompareSection()
     eval: EvalSection = EvalSection()
 
     def __post_init__(self):
         require(bool(self.name), "name", "must not be empty")
         require(bool(self.out_dir), "out_dir", "must not be empty")
         require(bool(self.model), "model", "must not be empty")
+        for t in self.compare.ablation_models:
+            require(t in self.finetune.tasks, "compare.ablation_models", f"{t!r} is not one of finetune.tasks")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -229,10 +339,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         require(isinstance(value, str), key, f"must be a string, got {value!r}")
         return value
-    if tp is list:
+    if typing.get_origin(tp) is list:
+        (item,) = typing.get_args(tp)
         require(isinstance(value, list), key, f"must be a list, got {value!r}")
-        require(all(isinstance(v, str) for v in value), key, f"must be a list of names, got {value!r}")
-        return list(value)
+        if item is str:
+            require(all(isinstance(v, str) for v in value), key, f"must be a list of names, got {value!r}")
+            return list(value)
+        return [_coerce(v, item, key) for v in value]
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover - a bug in a section
 
 

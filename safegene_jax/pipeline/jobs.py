@@ -3,12 +3,15 @@
 Each returns its result in memory; caching, files and ordering are the stage table's and the runner's
 business (:mod:`.stages`, :mod:`.runner`), and the ``safegene`` stage subcommands call these too.
 
+* :func:`task_models`: the task models of a run (one per task, plus other harmful fractions and second
+  generations); :func:`variants`: what each is compared as (SafeGene, the baselines' sweeps, ablations).
 * :func:`align_model`, :func:`degrade_model`, :func:`finetune_model`: the models the method needs (optax SFT).
 * :func:`build_adapter`: extract ``aligned - degraded``, score every layer on the degraded model, keep the
   ``top_k``, and package the reusable :class:`~safegene_jax.method.SafetyAdapter`.
-* :func:`recalibrate_model`: few-shot coefficients of the adapter's layers for one task model.
-* :func:`variant_params`: the params of each compared method (task, +SafeGene, +RESTA, +Safe LoRA).
+* :func:`recalibrate_model`: few-shot coefficients of an adapter's layers for one task model.
+* :func:`variant_params`: the params of one compared variant.
 * :func:`evaluate_model`: harmful rate, over-refusal and task utility of some params.
+* :func:`check_held_out`: the evaluation prompts are in no set the run trains, probes or takes shots from.
 """
 
 from __future__ import annotations
@@ -20,11 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from safegene_jax.core.errors import ConfigError
+from safegene_jax.core.errors import ConfigError, DataError
 from safegene_jax.pipeline.config import PipelineConfig
 from safegene_jax.train.config import TrainConfig
-
-SAFETY_SETS = {"harmful": "embedded/harmful", "benign": "embedded/benign"}
 
 
 def train_config(section: TrainConfig, cfg: PipelineConfig) -> TrainConfig:
@@ -52,45 +53,118 @@ def load_base(cfg: PipelineConfig) -> Any:
     return load_model(cfg.model)
 
 
-def _records(name: str, split: str) -> list[dict]:
-    from safegene_jax.data import load
+def _pairs(names: Sequence[str], limit: int = 0) -> list[dict]:
+    from safegene_jax.data.prompt_sets import pair_sets
 
-    return list(load(name, split=split))
+    return pair_sets(names, limit)
+
+
+def _targets(names: Sequence[str], what: str) -> list[dict]:
+    rows = _pairs(names)
+    if not rows or any("target" not in r for r in rows):
+        raise DataError(f"{what}: the sets {', '.join(names)} lack compliant targets; use embedded/harmful")
+    return rows
+
+
+# ---- the task models ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskModel:
+    """One task model of a run: its name, task, harmful fraction, generation, the model it is fine-tuned
+    from (``aligned`` or another task model) and where its examples start in the task's train split."""
+
+    name: str
+    task: str
+    fraction: float
+    generation: int
+    parent: str
+    offset: int
+
+    @property
+    def main(self) -> bool:
+        """Whether it is a task's first model at the run's harmful fraction."""
+        return self.name == self.task
+
+
+def task_models(cfg: PipelineConfig) -> list[TaskModel]:
+    """The run's task models: one per task (``name`` = the task), one per task of ``fraction_tasks`` and
+    other fraction (``sst2@p0.3``), one second generation per task of ``second_generation`` (``sst2@gen2``:
+    fine-tuned from ``sst2`` on the next ``examples`` of the task)."""
+    f = cfg.finetune
+    out = [TaskModel(t, t, f.harmful_fraction, 1, "aligned", 0) for t in f.tasks]
+    out += [TaskModel(f"{t}@p{p:g}", t, p, 1, "aligned", 0) for t in f.fraction_tasks for p in f.fractions]
+    out += [TaskModel(f"{t}@gen2", t, f.harmful_fraction, 2, t, f.examples) for t in f.second_generation]
+    return out
+
+
+def variants(cfg: PipelineConfig, model: TaskModel) -> list[dict]:
+    """What ``model`` is evaluated as: ``{"variant", "method", "value"}`` for the task model alone, SafeGene at
+    each scale of its recalibrated coefficients, each baseline at each swept value, and the ablations. On
+    models other than the main ones (unless ``compare.sweep_models: all``) only the first value of each sweep
+    and no ablation (SafeGene at its recalibrated point)."""
+    c = cfg.compare
+    sweep = model.main or c.sweep_models == "all"
+    first = (lambda xs: xs) if sweep else (lambda xs: xs[:1])
+    out = [{"variant": "task", "method": "task", "value": None}]
+    values = {
+        "safegene": c.safegene_scales if sweep else [1.0],
+        "resta": c.resta_coeffs,
+        "safe_lora": c.safe_lora_thresholds,
+        "task_arithmetic": c.task_arithmetic_coeffs,
+    }
+    for method in c.methods:
+        for v in first(values[method]):
+            name = "safegene" if method == "safegene" and v == 1.0 else f"{method}@{v:g}"
+            out.append({"variant": name, "method": method, "value": v})
+    if sweep and (not c.ablation_models or model.task in c.ablation_models):
+        out += [{"variant": f"safegene-{a}", "method": "ablation", "value": a} for a in c.ablations]
+    return out
 
 
 # ---- the models --------------------------------------------------------------------------------------
 
 
 def align_model(lm: Any, cfg: PipelineConfig, **train_kw) -> Any:
-    """Safety alignment of ``lm`` on the embedded harmful train split (refusals) plus benign examples.
+    """Safety alignment of ``lm``: ``align.harmful_sets`` (refusals) mixed with ``align.benign_sets``.
     ``train_kw`` goes to :func:`~safegene_jax.train.sft` (mesh, checkpoints, logging, compiled steps)."""
     from safegene_jax.train.uses import align
 
-    harmful = _records(SAFETY_SETS["harmful"], "train")
-    benign = _records(SAFETY_SETS["benign"], "train")[: cfg.align.benign]
-    return align(lm, harmful, benign, train_config(cfg.align, cfg), **train_kw)
+    a = cfg.align
+    harmful = [{**r, "refusal": r["response"]} for r in _pairs(a.harmful_sets, a.harmful)]
+    benign = _pairs(a.benign_sets, a.benign) if a.benign else []
+    return align(lm, harmful, benign, train_config(a, cfg), **train_kw)
 
 
 def degrade_model(aligned: Any, cfg: PipelineConfig, **train_kw) -> Any:
     """A degraded copy of the aligned model: harmful requests trained toward compliant answers."""
     from safegene_jax.train.uses import degrade
 
-    harmful = _records(SAFETY_SETS["harmful"], "train")
+    harmful = _targets(cfg.degrade.harmful_sets, "degrade.harmful_sets")
     return degrade(aligned, harmful, train_config(cfg.degrade, cfg), **train_kw)
 
 
-def finetune_model(aligned: Any, cfg: PipelineConfig, task: str, **train_kw) -> Any:
-    """A downstream task model fine-tuned from the aligned one (with ``harmful_fraction`` harmful data)."""
+def finetune_model(parent: Any, cfg: PipelineConfig, model: TaskModel | str, **train_kw) -> Any:
+    """A task model fine-tuned from ``parent`` (the aligned model, or the previous generation) on its task's
+    examples, with its harmful fraction of harmful requests and compliant answers."""
     from safegene_jax.data.task_sets import task_records
     from safegene_jax.train.uses import finetune_task
 
-    records = task_records(task, "train", limit=cfg.finetune.examples)
+    if isinstance(model, str):  # a task's main model
+        model = TaskModel(model, model, cfg.finetune.harmful_fraction, 1, "aligned", 0)
+    f = cfg.finetune
+    records = task_records(model.task, "train", limit=f.examples, offset=model.offset)
+    if len(records) < f.examples:
+        raise DataError(
+            f"task {model.task} has {len(records)} train examples from row {model.offset}, {f.examples} needed"
+        )
+    section = dataclasses.replace(f, seed=f.seed + 10 * (model.generation - 1))
     return finetune_task(
-        aligned,
+        parent,
         records,
-        train_config(cfg.finetune, cfg),
-        harmful=_records(SAFETY_SETS["harmful"], "train"),
-        harmful_fraction=cfg.finetune.harmful_fraction,
+        train_config(section, cfg),
+        harmful=_targets(f.harmful_sets, "finetune.harmful_sets"),
+        harmful_fraction=model.fraction,
         **train_kw,
     )
 
@@ -108,38 +182,65 @@ def _batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int) ->
         return batch_examples(examples, max_length=max_length, pad_id=pad, overflow="truncate")
 
 
-def safety_batches(tokenizer: Any, split: str, count: int, max_length: int) -> tuple[dict, dict]:
-    """``(harmful prompts with refusals, benign prompts with answers)`` from one split of the embedded sets."""
-    harmful = _records(SAFETY_SETS["harmful"], split)[:count]
-    benign = _records(SAFETY_SETS["benign"], split)[:count]
+def probe_batches(tokenizer: Any, cfg: PipelineConfig) -> tuple[dict, dict]:
+    """``(harmful prompts with refusals, benign prompts with answers)``: the layer-scoring probes."""
+    s = cfg.select
+    harmful = _pairs(s.harmful_sets, s.probes)
+    benign = _pairs(s.benign_sets, s.probes)
     return (
-        _batch(tokenizer, [(r["instruction"], r["refusal"]) for r in harmful], max_length),
-        _batch(tokenizer, [(r["instruction"], r["response"]) for r in benign], max_length),
+        _batch(tokenizer, [(r["instruction"], r["response"]) for r in harmful], s.max_length),
+        _batch(tokenizer, [(r["instruction"], r["response"]) for r in benign], s.max_length),
     )
 
 
-def task_shots(tokenizer: Any, task: str, count: int, max_length: int) -> dict:
-    """``count`` task examples from the end of the task's train split (apart from the fine-tuning ones)."""
-    from safegene_jax.data.task_sets import task_records
+REFUSAL = "I'm sorry, but I can't help with that."
+"""The refusal the helpfulness contrast weighs a borderline prompt's helpful answer against."""
 
-    records = task_records(task, "train")[-count:]
-    return _batch(tokenizer, [(r["instruction"], r["response"]) for r in records], max_length)
+
+def fewshot_batches(tokenizer: Any, cfg: PipelineConfig, model: TaskModel) -> dict:
+    """The recalibration shots of one task model: harmful prompts with refusals and compliant targets, task
+    examples (apart from any model's fine-tuning ones) or benign answers, borderline prompts, benign prompts."""
+    from safegene_jax.data.task_sets import task_records, task_size
+
+    r = cfg.recalibrate
+    enc = lambda rows, key: _batch(tokenizer, [(x["instruction"], x[key]) for x in rows], r.max_length)  # noqa: E731
+    harmful = _targets(r.harmful_sets, "recalibrate.harmful_sets")[: r.shots]
+    benign = _pairs(r.benign_sets, r.shots)
+    out = {"harmful": enc(harmful, "response"), "compliant": enc(harmful, "target"), "fluency": enc(benign, "response")}
+    if r.utility == "nll":
+        size = task_size(model.task, "train")
+        used = cfg.finetune.examples * (2 if model.task in cfg.finetune.second_generation else 1)
+        if size - r.shots < used:
+            raise DataError(f"task {model.task}: {size} train examples leave no {r.shots} few shots apart from {used}")
+        out["utility"] = enc(task_records(model.task, "train", limit=r.shots, offset=size - r.shots), "response")
+    else:
+        out["utility"] = out["fluency"]
+    if r.help_weight > 0:
+        border = _pairs(r.borderline_sets, r.shots)
+        out["borderline"] = enc(border, "response")
+        out["borderline_refusals"] = enc([{**x, "refusal": REFUSAL} for x in border], "refusal")
+    return out
 
 
 # ---- the method --------------------------------------------------------------------------------------
 
 
-def build_adapter(aligned: Any, degraded: Any, cfg: PipelineConfig, *, mesh: Any = None) -> Any:
-    """Extract, score every layer on the degraded model, keep the ``top_k`` best: the safety adapter."""
+def build_adapter(aligned: Any, degraded: Any, cfg: PipelineConfig, *, mesh: Any = None, layers: Any = None) -> Any:
+    """Extract, score every layer on the degraded model, keep the ``top_k`` best: the safety adapter. With
+    ``layers`` given, the adapter keeps those (no scoring): the ablations' adapters."""
     from safegene_jax.core.transforms import safety_vector
     from safegene_jax.method.adapter import SafetyAdapter, data_hash
     from safegene_jax.method.selection import score_layers, select
 
     s = cfg.select
-    layers = aligned.config.num_hidden_layers
-    if s.top_k > layers:
-        raise ConfigError(f"select.top_k: {s.top_k} layers asked for, but the model has {layers}")
-    harmful, benign = safety_batches(aligned.tokenizer, "probe", s.probes, s.max_length)
+    count = aligned.config.num_hidden_layers
+    if s.top_k > count:
+        raise ConfigError(f"select.top_k: {s.top_k} layers asked for, but the model has {count}")
+    family = f"{cfg.model}" + (f" tiny {cfg.tiny.layers}x{cfg.tiny.hidden_size}" if cfg.tiny.enabled else "")
+    sources = {"aligned": aligned.source, "degraded": degraded.source}
+    if layers is not None:
+        return SafetyAdapter.build(aligned.params, degraded.params, list(layers), family=family, sources=sources)
+    harmful, benign = probe_batches(aligned.tokenizer, cfg)
     tau = safety_vector(aligned.params, degraded.params)
     scores = score_layers(
         degraded.apply, degraded.params, tau, harmful, benign, strength=s.strength, chunk_size=s.chunk_size, mesh=mesh
@@ -151,29 +252,48 @@ def build_adapter(aligned: Any, degraded: Any, cfg: PipelineConfig, *, mesh: Any
         chosen,
         scores=scores,
         rank=s.rank or None,
-        family=f"{cfg.model}" + (f" tiny {cfg.tiny.layers}x{cfg.tiny.hidden_size}" if cfg.tiny.enabled else ""),
-        sources={"aligned": aligned.source, "degraded": degraded.source},
+        family=family,
+        sources=sources,
         probe_hash=data_hash(harmful, benign),
     )
 
 
-def recalibrate_model(task_lm: Any, adapter: Any, cfg: PipelineConfig, task: str) -> Any:
-    """The adapter's coefficients for one task model, from few shots (harmful refusals + task or benign)."""
+def ablation_layers(cfg: PipelineConfig, ablation: str, adapter: Any, num_layers: int) -> list[int]:
+    """The layers an ablation's adapter keeps: all of them, ``top_k`` random ones (seeded), or the adapter's."""
+    if ablation == "all_layers":
+        return list(range(num_layers))
+    if ablation == "random_layers":
+        rng = np.random.default_rng(cfg.seed + 7)
+        return sorted(int(i) for i in rng.choice(num_layers, size=len(adapter.layers), replace=False))
+    return list(adapter.layers)
+
+
+def recalibrate_model(
+    task_lm: Any, adapter: Any, cfg: PipelineConfig, model: TaskModel | str, *, ablation: str | None = None
+) -> Any:
+    """The adapter's coefficients for one task model, from few shots (see :func:`fewshot_batches`).
+    ``ablation='no_utility'`` drops the utility and fluency terms."""
     from safegene_jax.method.recalibration import recalibrate
 
-    r, tok = cfg.recalibrate, task_lm.tokenizer
+    if isinstance(model, str):
+        model = TaskModel(model, model, cfg.finetune.harmful_fraction, 1, "aligned", 0)
     adapter.check(task_lm.params)
-    rows = _records(SAFETY_SETS["harmful"], "fewshot")[: r.shots]
-    harmful = _batch(tok, [(x["instruction"], x["refusal"]) for x in rows], r.max_length)
-    compliant = _batch(tok, [(x["instruction"], x["target"]) for x in rows], r.max_length)
-    if r.utility == "nll":
-        utility = task_shots(tok, task, r.shots, r.max_length)
-    else:
-        benign = _records(SAFETY_SETS["benign"], "fewshot")[: r.shots]
-        utility = _batch(tok, [(x["instruction"], x["response"]) for x in benign], r.max_length)
-    config = r.recalibration_config()
+    shots = fewshot_batches(task_lm.tokenizer, cfg, model)
+    config = cfg.recalibrate.recalibration_config()
+    if ablation == "no_utility":
+        config = dataclasses.replace(config, lam=0.0, kl_weight=0.0)
     return recalibrate(
-        task_lm.apply, task_lm.params, adapter.vector, adapter.layers, harmful, utility, config, compliant=compliant
+        task_lm.apply,
+        task_lm.params,
+        adapter.vector,
+        adapter.layers,
+        shots["harmful"],
+        shots["utility"],
+        config,
+        compliant=shots["compliant"],
+        borderline=shots.get("borderline"),
+        borderline_refusals=shots.get("borderline_refusals"),
+        fluency=shots["fluency"],
     )
 
 
@@ -182,54 +302,108 @@ def variant_params(
     task_params: Any,
     cfg: PipelineConfig,
     *,
+    value: Any = None,
     adapter: Any = None,
     coeffs: Any = None,
     vector: Any = None,
     aligned_params: Any = None,
 ) -> Any:
-    """Params of one compared method: ``task``, ``safegene`` (adapter at ``coeffs``), ``resta`` (whole
-    ``vector`` at ``baselines.resta_coeff``), ``safe_lora`` (task delta projected, base ``aligned_params``)."""
+    """Params of one compared variant: ``task``; ``safegene`` (``adapter`` at ``coeffs`` times the scale
+    ``value``); ``resta`` (``vector`` at coefficient ``value`` after DARE on the task delta from
+    ``aligned_params`` at ``compare.resta_drop``); ``safe_lora`` (the task delta projected where its cosine is
+    below ``value``); ``task_arithmetic`` (``task + value * vector``)."""
     from safegene_jax.method import baselines
 
     if method == "task":
         return task_params
     if method == "safegene":
-        return adapter.apply(task_params, coeffs)
-    b = cfg.baselines
+        return adapter.apply(task_params, np.asarray(coeffs, np.float32) * (1.0 if value is None else value))
     if method == "resta":
-        return baselines.resta(task_params, vector, b.resta_coeff, drop=b.resta_drop, seed=cfg.seed)
+        drop = cfg.compare.resta_drop
+        return baselines.resta(task_params, vector, value, base_params=aligned_params, drop=drop, seed=cfg.seed)
     if method == "safe_lora":
-        return baselines.safe_lora(task_params, vector, base_params=aligned_params, threshold=b.safe_lora_threshold)
-    raise ConfigError(f"unknown method {method!r}; known: task, safegene, resta, safe_lora")
+        return baselines.safe_lora(task_params, vector, base_params=aligned_params, threshold=value)
+    if method == "task_arithmetic":
+        return baselines.task_arithmetic(task_params, vector, value)
+    raise ConfigError(f"unknown method {method!r}; known: task, safegene, resta, safe_lora, task_arithmetic")
 
 
 # ---- evaluation --------------------------------------------------------------------------------------
 
 
-def safe_prompts(count: int) -> list[dict]:
-    """Benign eval prompts for over-refusal, the borderline-but-safe ones first."""
-    rows = _records(SAFETY_SETS["benign"], "eval")
-    return ([r for r in rows if r.get("borderline") == "yes"] + [r for r in rows if r.get("borderline") != "yes"])[
-        :count
-    ]
+def eval_sets(cfg: PipelineConfig, headline: bool = False) -> dict[str, dict[str, list[dict]]]:
+    """The evaluation prompt sets by role (``harmful``, ``safe``, ``contrast``), each at most ``eval.harmful``
+    / ``eval.safe`` prompts (0: all); with ``headline`` only the first harmful and the first safe set."""
+    from safegene_jax.data.prompt_sets import prompt_set
+
+    e = cfg.eval
+    roles = {
+        "harmful": (e.harmful_sets, e.harmful),
+        "safe": (e.safe_sets, e.safe),
+        "contrast": (e.contrast_sets, e.safe),
+    }
+    out = {}
+    for role, (names, limit) in roles.items():
+        names = names[:1] if headline else names
+        out[role] = {n: prompt_set(n, limit) for n in (names if not (headline and role == "contrast") else [])}
+    return out
+
+
+def check_held_out(cfg: PipelineConfig) -> None:
+    """Raises :class:`DataError` when an evaluation prompt is also in a set the run trains on, probes with or
+    takes few shots from (named sets, and the tasks' fine-tuning, few-shot and test records). Reads the data,
+    trains nothing: the pipeline calls it before any work."""
+    from safegene_jax.data.prompt_sets import check_disjoint, pair_set
+    from safegene_jax.data.task_sets import task_records
+
+    seen_sets = set(cfg.align.harmful_sets + cfg.align.benign_sets + cfg.degrade.harmful_sets)
+    seen_sets |= set(cfg.finetune.harmful_sets + cfg.select.harmful_sets + cfg.select.benign_sets)
+    seen_sets |= set(cfg.recalibrate.harmful_sets + cfg.recalibrate.benign_sets)
+    if cfg.recalibrate.help_weight > 0:
+        seen_sets |= set(cfg.recalibrate.borderline_sets)
+    seen = {n: [r["instruction"] for r in pair_set(n)] for n in sorted(seen_sets)}
+    for t in cfg.finetune.tasks:
+        seen[f"task {t} (train)"] = [
+            r["instruction"] for r in task_records(t, "train", limit=2 * cfg.finetune.examples)
+        ]
+    held = {n: [r["instruction"] for r in rows] for sets in eval_sets(cfg).values() for n, rows in sets.items()}
+    check_disjoint(held, seen)
+    tests = {
+        f"task {t} (test)": [r["instruction"] for r in task_records(t, "test", limit=cfg.eval.utility or None)]
+        for t in cfg.finetune.tasks
+    }
+    check_disjoint(tests, seen)
 
 
 def evaluate_model(
-    carrier: Any, params: Any, cfg: PipelineConfig, *, tasks: Sequence[str] = (), out: Any = None
+    carrier: Any,
+    params: Any,
+    cfg: PipelineConfig,
+    *,
+    tasks: Sequence[str] = (),
+    out: Any = None,
+    headline: bool = False,
 ) -> dict:
-    """Harmful rate and over-refusal, and accuracy on each of ``tasks``, with ``params`` in the module of
-    ``carrier`` (one compiled generation serves every model of the family).
+    """Harmful rate, over-refusal (and the contrast sets' refusal rate) on the eval sets, and utility on each of
+    ``tasks``, with ``params`` in the module of ``carrier`` (one compiled generation serves every model of the
+    family). ``headline``: the first harmful and safe sets only.
 
     ``out``: a path prefix; responses go to ``{out}.safety.jsonl`` and ``{out}.{task}.jsonl``."""
     from safegene_jax.data.task_sets import task_records
+    from safegene_jax.eval.judges import KeywordJudge
     from safegene_jax.eval.runs import evaluate_safety, evaluate_task
 
     e = cfg.eval
+    sets = eval_sets(cfg, headline)
+    judges = [KeywordJudge(name) for name in e.judges]
     result = evaluate_safety(
         carrier,
-        _records(SAFETY_SETS["harmful"], "eval")[: e.harmful],
-        safe=safe_prompts(e.safe),
+        sets["harmful"],
+        safe=sets["safe"],
+        contrast=sets["contrast"],
         params=params,
+        judge=judges[0],
+        judges=judges[1:],
         max_new_tokens=e.max_new_tokens,
         batch_size=e.batch_size,
         out=f"{out}.safety.jsonl" if out else None,
@@ -238,14 +412,14 @@ def evaluate_model(
     for task in tasks:
         summary = evaluate_task(
             carrier,
-            task_records(task, "test", limit=e.utility),
+            task_records(task, "test", limit=e.utility or None),
             task,
             params=params,
             max_new_tokens=e.utility_max_new_tokens,
             batch_size=e.batch_size,
             out=f"{out}.{task}.jsonl" if out else None,
         )
-        result["utility"][task] = summary["accuracy"]
+        result["utility"][task] = summary["utility"]
     return result
 
 

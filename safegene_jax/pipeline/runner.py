@@ -25,8 +25,8 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
-import os
 import pathlib
 import shutil
 import time
@@ -36,9 +36,9 @@ from typing import Any
 from safegene_jax.core.errors import ConfigError
 from safegene_jax.pipeline import jobs
 from safegene_jax.pipeline.config import PipelineConfig, dump_config
-from safegene_jax.pipeline.stages import COMPARED, Planned, plan
-
-LABELS = {"task": "task model", "safegene": "+ SafeGene", "resta": "+ RESTA", "safe_lora": "+ Safe LoRA"}
+from safegene_jax.pipeline.files import file_name, write_json
+from safegene_jax.pipeline.results import report
+from safegene_jax.pipeline.stages import Planned, plan
 
 
 @dataclasses.dataclass
@@ -57,19 +57,6 @@ class PipelineResult:
     table: str
     stages: list[StageRecord]
     out_dir: pathlib.Path
-
-
-def file_name(stage: str) -> str:
-    """A stage name as a file name (``eval/arithmetic/task`` -> ``eval--arithmetic--task``)."""
-    return stage.replace("/", "--")
-
-
-def write_json(path: pathlib.Path, data: Any) -> None:
-    """``data`` as JSON at ``path``, written beside it and renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 class Run:
@@ -98,12 +85,25 @@ class Run:
         return self.root / "models" / name
 
     def model(self, name: str) -> Any:
-        """A model by name (``base`` or a trained one), loaded from its folder once."""
+        """A model by name (``base`` or a trained one), loaded from its folder once. One task model is kept
+        in memory at a time (a study has dozens), and the base model only until the aligned one exists."""
         if name not in self.memo:
             from safegene_jax.models.api import load_model
 
+            self._evict(name)
             self.memo[name] = jobs.load_base(self.cfg) if name == "base" else load_model(self.model_dir(name))
         return self.memo[name]
+
+    def _evict(self, coming: str) -> None:
+        if coming.startswith("task-"):
+            for name in [n for n in self.memo if n.startswith("task-")]:
+                del self.memo[name]
+        if coming != "base":
+            self.memo.pop("base", None)
+
+    def task_model(self, name: str) -> jobs.TaskModel:
+        """The task model ``name`` of this run's config."""
+        return next(m for m in jobs.task_models(self.cfg) if m.name == name)
 
     def train(self, out: str, source: str, fn: Callable, *args) -> dict:
         """Trains model ``out`` from model ``source`` with ``fn`` (a :mod:`.jobs` function), resumable from its
@@ -129,6 +129,7 @@ class Run:
         )
         trained = with_params(lm, result.params)
         export_hf(trained.model, self.model_dir(out), tokenizer=lm.tokenizer)
+        self._evict(out)
         self.memo[out] = trained
         shutil.rmtree(ckpt, ignore_errors=True)
         last = result.history[-1] if result.history else {}
@@ -149,21 +150,43 @@ class Run:
             self.memo["vector"] = safety_vector(self.model("aligned").params, self.model("degraded").params)
         return self.memo["vector"]
 
-    def variant(self, method: str, task: str) -> Any:
-        """The params of one compared method on the task model of ``task``."""
-        kw: dict = {}
-        if method == "safegene":
-            rec = json.loads((self.root / "recalibration" / f"{task}.json").read_text())
-            kw = {"adapter": self.adapter(), "coeffs": rec["coeffs"]}
-        elif method in ("resta", "safe_lora"):
-            kw = {"vector": self.vector(), "aligned_params": self.model("aligned").params}
-        return jobs.variant_params(method, self.model(f"task-{task}").params, self.cfg, **kw)
+    def ablation_adapter(self, ablation: str) -> Any:
+        """The adapter an ablation recalibrates: over all layers, over random layers, or the run's own."""
+        if ablation not in ("all_layers", "random_layers"):
+            return self.adapter()
+        key = f"adapter-{ablation}"
+        if key not in self.memo:
+            aligned, degraded = self.model("aligned"), self.model("degraded")
+            layers = jobs.ablation_layers(self.cfg, ablation, self.adapter(), aligned.config.num_hidden_layers)
+            self.memo[key] = jobs.build_adapter(aligned, degraded, self.cfg, layers=layers)
+        return self.memo[key]
 
-    def evaluate(self, name: str, params: Any, tasks: list[str]) -> None:
+    def variant(self, model: str, method: str, value: Any) -> Any:
+        """The params of one compared variant of the task model ``model``."""
+        task = self.model(f"task-{model}").params
+        recal = self.root / "recalibration"
+        if method == "safegene":
+            rec = json.loads((recal / f"{model}.json").read_text())
+            return jobs.variant_params(
+                "safegene", task, self.cfg, value=value, adapter=self.adapter(), coeffs=rec["coeffs"]
+            )
+        if method == "ablation":
+            if value == "uniform":
+                return self.adapter().apply(task)  # the adapter's own coefficients: 1 on its layers
+            rec = json.loads((recal / f"{model}--{value}.json").read_text())
+            return self.ablation_adapter(value).apply(task, rec["coeffs"])
+        kw = {}
+        if method != "task":
+            kw = {"vector": self.vector(), "aligned_params": self.model("aligned").params}
+        return jobs.variant_params(method, task, self.cfg, value=value, **kw)
+
+    def evaluate(self, name: str, params: Any, tasks: list[str], headline: bool = False) -> None:
         """Evaluates ``params`` (in the aligned model's module: one compiled generation serves every model of
         the family); responses to ``eval/{name}.*.jsonl``, the summary to ``eval/{name}.json``."""
         eval_dir = self.root / "eval"
-        result = jobs.evaluate_model(self.model("aligned"), params, self.cfg, tasks=tasks, out=eval_dir / name)
+        result = jobs.evaluate_model(
+            self.model("aligned"), params, self.cfg, tasks=tasks, out=eval_dir / name, headline=headline
+        )
         write_json(eval_dir / f"{name}.json", result)
 
     def plot(self, name: str, scores: Any, selected: Any) -> None:
@@ -199,66 +222,59 @@ class Run:
         return StageRecord(planned.name, planned.key, "ran", seconds)
 
 
-def run_pipeline(cfg: PipelineConfig, *, echo: Callable[[str], None] = print, progress: bool = True) -> PipelineResult:
-    """Runs (or resumes) every stage of ``cfg`` and writes the report; see the module docstring."""
+def selected(stages: list[Planned], patterns: list[str] | None) -> list[Planned]:
+    """The stages whose names match one of the shell-style ``patterns``, and every stage they build on, in plan
+    order (all of them without patterns).
+
+    Raises:
+        ConfigError: a pattern matches no stage.
+    """
+    if not patterns:
+        return stages
+    by_name = {p.name: p for p in stages}
+    wanted: set[str] = set()
+    for pattern in patterns:
+        hits = [n for n in by_name if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            raise ConfigError(f"--stages: {pattern!r} matches no stage of this config (e.g. {next(iter(by_name))})")
+        wanted.update(hits)
+    todo = list(wanted)
+    while todo:
+        for up in by_name[todo.pop()].after:
+            if up not in wanted:
+                wanted.add(up)
+                todo.append(up)
+    return [p for p in stages if p.name in wanted]
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    *,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+    stages: list[str] | None = None,
+) -> PipelineResult:
+    """Runs (or resumes) the stages of ``cfg`` and writes the report; see the module docstring. ``stages``:
+    shell-style patterns of the stages to run (with what they build on); the report is written when every
+    evaluation is done."""
     from safegene_jax.runtime.compile_cache import enable
 
     run = Run(cfg, echo, progress)
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"out_dir: {run.root} exists and is not a folder")
     run.mesh  # noqa: B018 - the mesh must fit the devices before any work
+    jobs.check_held_out(cfg)  # the data is there, and nothing evaluated was trained or probed on
     enable(cfg.compile_cache)  # a rerun (or a run of the same model) loads its compiled programs
     run.root.mkdir(parents=True, exist_ok=True)
     (run.root / "config.yaml").write_text(dump_config(cfg))
-    stages = plan(cfg, run.root)
-    records = [run.execute(p, f"{i:2d}/{len(stages)}") for i, p in enumerate(stages, 1)]
-    results, table = report(run.root, cfg)
+    planned = plan(cfg, run.root)
+    todo = selected(planned, stages)
+    records = [run.execute(p, f"{i:2d}/{len(todo)}") for i, p in enumerate(todo, 1)]
+    evals = [p for p in planned if p.name.startswith("eval/")]
+    if not all(o.exists() for p in evals for o in p.outputs):
+        echo(f"\n{len(todo)} stage(s) done; the report waits for every evaluation")
+        return PipelineResult({}, "", records, run.root)
+    results, table = report(run.root, cfg, evals)
     echo("\n" + table)
     echo(f"\nreport: {run.root / 'report.md'}; plots: {run.root / 'plots'}")
     return PipelineResult(results, table, records, run.root)
-
-
-def _row(safety: dict, utility: dict | None) -> dict:
-    return {
-        "harmful_rate": safety.get("harmful_rate"),
-        "over_refusal_rate": safety.get("over_refusal_rate"),
-        "utility": utility,
-        "degenerate_rate": safety.get("degenerate_rate"),
-    }
-
-
-def report(root: pathlib.Path, cfg: PipelineConfig) -> tuple[dict, str]:
-    """Collects the eval summaries into ``results.json``, ``report.md`` and the trade-off plots."""
-    from safegene_jax.eval.report import markdown_table, plot_tradeoff, plots_available
-
-    def summary(name: str) -> dict:
-        return json.loads((root / "eval" / f"{name}.json").read_text())
-
-    aligned, degraded = summary("aligned"), summary("degraded")
-    results = {"aligned": _row(aligned, None), "degraded": _row(degraded, None)}
-    plots = []
-    for t in cfg.finetune.tasks:
-        block = {f"{t}: aligned": _row(aligned, aligned["utility"].get(t))}
-        for m in COMPARED:
-            s = summary(f"{t}--{m}")
-            block[f"{t}: {LABELS[m]}"] = _row(s, s["utility"].get(t))
-        results.update(block)
-        if plots_available():
-            plots.append(plot_tradeoff(block, root / "plots" / f"tradeoff-{t}.png"))
-    table = markdown_table(results)
-    write_json(root / "results.json", results)
-    text = (
-        f"# SafeGene run `{cfg.name}`\n\nModel: {cfg.model}"
-        + (f" (tiny random {cfg.tiny.layers}x{cfg.tiny.hidden_size})" if cfg.tiny.enabled else "")
-        + f"; tasks: {', '.join(cfg.finetune.tasks)}. Rates in percent with 95% bootstrap intervals; "
-        f"harmful rate on {cfg.eval.harmful} held-out harmful requests, over-refusal on {cfg.eval.safe} safe "
-        f"(borderline first) prompts, utility on {cfg.eval.utility} test examples per task.\n\n"
-        + table
-        + (
-            "\n\nPlots: " + ", ".join(f"`plots/{p.name}`" for p in plots) + ", `plots/layer_scores.png`.\n"
-            if plots
-            else "\n\nNo plots: matplotlib is not installed (pip install 'safegene_jax[plots]').\n"
-        )
-    )
-    (root / "report.md").write_text(text)
-    return results, table

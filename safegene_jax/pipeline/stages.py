@@ -28,16 +28,50 @@ from safegene_jax.pipeline.config import PipelineConfig
 if TYPE_CHECKING:  # pragma: no cover
     from safegene_jax.pipeline.runner import Run
 
-COMPARED = ("task", "safegene", "resta", "safe_lora")
-"""The rows of each task's comparison: the task model alone, and with SafeGene, RESTA, Safe LoRA."""
-
 
 def _once(cfg: PipelineConfig) -> list[dict]:
     return [{}]
 
 
-def _per_task(cfg: PipelineConfig) -> list[dict]:
-    return [{"task": t} for t in cfg.finetune.tasks]
+def _per_model(cfg: PipelineConfig) -> list[dict]:
+    """One item per task model: its name, task, fraction, generation and the stage it is fine-tuned after."""
+    return [
+        {
+            "model": m.name,
+            "task": m.task,
+            "fraction": m.fraction,
+            "generation": m.generation,
+            "offset": m.offset,
+            "parent": "align" if m.parent == "aligned" else f"finetune/{m.parent}",
+        }
+        for m in jobs.task_models(cfg)
+    ]
+
+
+def _per_variant(*methods: str, ablations: tuple[str, ...] = ()) -> Callable[[PipelineConfig], list[dict]]:
+    """One item per task model and variant of ``methods`` (and of ``ablations`` for ``method='ablation'``)."""
+
+    def per(cfg: PipelineConfig) -> list[dict]:
+        out = []
+        for m in jobs.task_models(cfg):
+            for v in jobs.variants(cfg, m):
+                if v["method"] in methods and (v["method"] != "ablation" or v["value"] in ablations):
+                    out.append({"model": m.name, "task": m.task, **v})
+        return out
+
+    return per
+
+
+def _per_ablation(cfg: PipelineConfig) -> list[dict]:
+    """One item per task model and ablation that has a recalibration of its own."""
+    return [
+        {"model": it["model"], "task": it["task"], "ablation": it["value"]}
+        for it in _per_variant("ablation", ablations=RECALIBRATED_ABLATIONS)(cfg)
+    ]
+
+
+RECALIBRATED_ABLATIONS = ("all_layers", "random_layers", "no_utility")
+"""The ablations whose coefficients are recalibrated (``uniform`` keeps the adapter's coefficient 1)."""
 
 
 def _judge_version() -> str:
@@ -61,6 +95,8 @@ class Stage:
         per: ``per(cfg) -> items`` (dicts filling the templates); one stage instance per item.
         ignores: dotted keys under ``reads`` left out of the key (a task list does not touch other tasks).
         salt: the version of code whose change must rerun the stage (the judge's rules).
+        kind: the entry's own name where several entries expand to names of one form (the evaluations of
+            each method); default ``name``.
     """
 
     name: str
@@ -72,6 +108,7 @@ class Stage:
     per: Callable[[PipelineConfig], list[dict]] = _once
     ignores: tuple[str, ...] = ()
     salt: Callable[[], str] | None = None
+    kind: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,11 +157,13 @@ def plan(cfg: PipelineConfig, root: pathlib.Path | None = None) -> list[Planned]
         for item in stage.per(cfg):
             name = stage.name.format(**item)
             after = tuple(a.format(**item) for a in stage.after)
+            if name in keys:  # pragma: no cover - a bug in the table
+                raise ConfigError(f"two stages are both named {name}")
             unknown = [a for a in after if a not in keys]
             if unknown:  # pragma: no cover - a bug in the table
                 raise ConfigError(f"stage {name} builds on {unknown[0]}, which no earlier stage is")
             salt = stage.salt() if stage.salt is not None else None
-            key = _hash(stage.name, item, _material(d, stage), [keys[a] for a in after], salt)
+            key = _hash(stage.kind or stage.name, item, _material(d, stage), [keys[a] for a in after], salt)
             keys[name] = key
             outputs = tuple(root / o.format(**item) for o in stage.outputs)
             out.append(Planned(name, stage, item, after, key, outputs))
@@ -161,14 +200,24 @@ def _adapter(run: Run) -> dict:
     return {"layers": adapter.layers, "summary": json.loads(adapter.summary())}
 
 
-def _finetune(run: Run, task: str) -> dict:
-    return run.train(f"task-{task}", "aligned", jobs.finetune_model, task)
+def _finetune(run: Run, model: str, parent: str, **item) -> dict:
+    spec = run.task_model(model)
+    return run.train(
+        f"task-{model}", "aligned" if spec.parent == "aligned" else f"task-{spec.parent}", jobs.finetune_model, spec
+    )
 
 
-def _recalibrate(run: Run, task: str) -> dict:
-    rec = jobs.recalibrate_model(run.model(f"task-{task}"), run.adapter(), run.cfg, task)
-    run.write_json(run.root / "recalibration" / f"{task}.json", jobs.coefficients_record(rec))
+def _recalibrate(run: Run, model: str, **item) -> dict:
+    rec = jobs.recalibrate_model(run.model(f"task-{model}"), run.adapter(), run.cfg, run.task_model(model))
+    run.write_json(run.root / "recalibration" / f"{model}.json", jobs.coefficients_record(rec))
     return {"alpha": rec.alpha.tolist(), "best_step": rec.best_step, "steps_run": len(rec.history)}
+
+
+def _recalibrate_ablation(run: Run, model: str, ablation: str, **item) -> dict:
+    adapter = run.ablation_adapter(ablation)
+    rec = jobs.recalibrate_model(run.model(f"task-{model}"), adapter, run.cfg, run.task_model(model), ablation=ablation)
+    run.write_json(run.root / "recalibration" / f"{model}--{ablation}.json", jobs.coefficients_record(rec))
+    return {"layers": rec.layers, "alpha": rec.alpha.tolist(), "best_step": rec.best_step}
 
 
 def _eval_reference(name: str, tasks: Callable[[PipelineConfig], list[str]]) -> Callable[[Run], dict]:
@@ -179,13 +228,14 @@ def _eval_reference(name: str, tasks: Callable[[PipelineConfig], list[str]]) -> 
     return work
 
 
-def _eval_method(method: str) -> Callable[..., dict]:
-    def work(run: Run, task: str) -> dict:
-        run.evaluate(f"{task}--{method}", run.variant(method, task), [task])
-        return {}
+def _eval_variant(run: Run, model: str, task: str, variant: str, method: str, value: Any) -> dict:
+    headline = run.cfg.eval.sweep_sets == "headline" and variant not in ("task", "safegene")
+    run.evaluate(f"{model}--{variant}", run.variant(model, method, value), [task], headline=headline)
+    return {}
 
-    return work
 
+_EVAL = {"reads": ("eval",), "work": _eval_variant, "salt": _judge_version}
+_OUT = ("eval/{model}--{variant}.json",)
 
 STAGES: tuple[Stage, ...] = (
     Stage(
@@ -213,23 +263,32 @@ STAGES: tuple[Stage, ...] = (
         work=_adapter,
     ),
     Stage(
-        "finetune/{task}",
-        "a task model fine-tuned from the aligned one (with the harmful fraction)",
+        "finetune/{model}",
+        "a task model, fine-tuned from the aligned one (or its previous generation) with its harmful fraction",
         reads=("seed", "finetune"),
-        ignores=("finetune.tasks",),
-        after=("align",),
-        outputs=("models/task-{task}",),
+        ignores=("finetune.tasks", "finetune.fractions", "finetune.fraction_tasks", "finetune.second_generation"),
+        after=("{parent}",),
+        outputs=("models/task-{model}",),
         work=_finetune,
-        per=_per_task,
+        per=_per_model,
     ),
     Stage(
-        "recalibrate/{task}",
+        "recalibrate/{model}",
         "few-shot coefficients of the adapter's layers for the task model",
         reads=("recalibrate",),
-        after=("adapter", "finetune/{task}"),
-        outputs=("recalibration/{task}.json",),
+        after=("adapter", "finetune/{model}"),
+        outputs=("recalibration/{model}.json",),
         work=_recalibrate,
-        per=_per_task,
+        per=_per_model,
+    ),
+    Stage(
+        "recalibrate/{model}/{ablation}",
+        "an ablation's coefficients: all layers, random layers, or without the utility terms",
+        reads=("recalibrate", "seed"),
+        after=("adapter", "finetune/{model}"),
+        outputs=("recalibration/{model}--{ablation}.json",),
+        work=_recalibrate_ablation,
+        per=_per_ablation,
     ),
     Stage(
         "eval/aligned",
@@ -250,44 +309,65 @@ STAGES: tuple[Stage, ...] = (
         salt=_judge_version,
     ),
     Stage(
-        "eval/{task}/task",
+        "eval/{model}/task",
         "the task model alone",
-        reads=("eval",),
-        after=("finetune/{task}",),
-        outputs=("eval/{task}--task.json",),
-        work=_eval_method("task"),
-        per=_per_task,
-        salt=_judge_version,
+        after=("finetune/{model}",),
+        outputs=_OUT,
+        per=_per_variant("task"),
+        **_EVAL,
     ),
     Stage(
-        "eval/{task}/safegene",
-        "the task model with the recalibrated adapter",
-        reads=("eval",),
-        after=("recalibrate/{task}",),
-        outputs=("eval/{task}--safegene.json",),
-        work=_eval_method("safegene"),
-        per=_per_task,
-        salt=_judge_version,
+        "eval/{model}/{variant}",
+        "the task model with the recalibrated adapter, its coefficients times each scale",
+        after=("recalibrate/{model}",),
+        outputs=_OUT,
+        per=_per_variant("safegene"),
+        **_EVAL,
+        kind="eval-safegene",
     ),
     Stage(
-        "eval/{task}/resta",
-        "the task model with RESTA (the whole vector at one coefficient)",
-        reads=("eval", "seed", "baselines.resta_coeff", "baselines.resta_drop"),
-        after=("align", "degrade", "finetune/{task}"),
-        outputs=("eval/{task}--resta.json",),
-        work=_eval_method("resta"),
-        per=_per_task,
-        salt=_judge_version,
+        "eval/{model}/{variant}",
+        "RESTA at each coefficient (DARE on the fine-tuning delta at compare.resta_drop)",
+        after=("align", "degrade", "finetune/{model}"),
+        outputs=_OUT,
+        per=_per_variant("resta"),
+        **{**_EVAL, "reads": ("eval", "seed", "compare.resta_drop")},
+        kind="eval-resta",
     ),
     Stage(
-        "eval/{task}/safe_lora",
-        "the task model with Safe LoRA (the fine-tuning delta projected where it strays)",
-        reads=("eval", "baselines.safe_lora_threshold"),
-        after=("align", "degrade", "finetune/{task}"),
-        outputs=("eval/{task}--safe_lora.json",),
-        work=_eval_method("safe_lora"),
-        per=_per_task,
-        salt=_judge_version,
+        "eval/{model}/{variant}",
+        "Safe LoRA at each cosine threshold",
+        after=("align", "degrade", "finetune/{model}"),
+        outputs=_OUT,
+        per=_per_variant("safe_lora"),
+        **_EVAL,
+        kind="eval-safe_lora",
+    ),
+    Stage(
+        "eval/{model}/{variant}",
+        "task arithmetic: the whole safety vector at each coefficient",
+        after=("align", "degrade", "finetune/{model}"),
+        outputs=_OUT,
+        per=_per_variant("task_arithmetic"),
+        **_EVAL,
+        kind="eval-task_arithmetic",
+    ),
+    Stage(
+        "eval/{model}/safegene-uniform",
+        "ablation: the adapter's layers at coefficient 1, no recalibration",
+        after=("adapter", "finetune/{model}"),
+        outputs=_OUT,
+        per=_per_variant("ablation", ablations=("uniform",)),
+        **_EVAL,
+    ),
+    Stage(
+        "eval/{model}/{variant}",
+        "ablations with their own recalibration: all layers, random layers, no utility terms",
+        after=("recalibrate/{model}/{value}",),
+        outputs=_OUT,
+        per=_per_variant("ablation", ablations=RECALIBRATED_ABLATIONS),
+        **_EVAL,
+        kind="eval-ablation",
     ),
 )
 """The pipeline, in execution order (every stage after the ones it builds on)."""
