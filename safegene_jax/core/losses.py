@@ -73,3 +73,37 @@ def trim(batch: dict, multiple: int = 8) -> dict:
     used = np.flatnonzero(mask.any(axis=0))
     end = min(mask.shape[1], -(-(int(used[-1]) + 1) // multiple) * multiple) if used.size else mask.shape[1]
     return {k: np.asarray(v)[:, :end] for k, v in batch.items()}
+
+
+def scored_positions(batch: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, positions and next tokens of every position that predicts a ``loss_mask`` token (host arrays), so
+    that a model's head runs on those positions only.
+
+    Example:
+        >>> batch = {"tokens": np.array([[5, 6, 7]]), "loss_mask": np.array([[0, 1, 1]])}
+        >>> [x.tolist() for x in scored_positions(batch)]
+        [[0, 0], [0, 1], [6, 7]]
+    """
+    tokens, mask = np.asarray(batch["tokens"]), np.asarray(batch["loss_mask"])
+    rows, cols = np.nonzero(mask[:, 1:])
+    return rows, cols, tokens[rows, cols + 1]
+
+
+def picked_logp(logits, targets) -> jax.Array:
+    """Log-probabilities ``(N,)`` of ``targets`` under logits ``(N, vocab)`` (one scored position per row)."""
+    picked = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1)
+
+
+def row_means(values, rows, num_rows: int) -> jax.Array:
+    """Per-row means ``(num_rows,)`` of per-position ``values`` that belong to ``rows`` (0 for a row with none)."""
+    total = jax.ops.segment_sum(values, rows, num_segments=num_rows)
+    count = jax.ops.segment_sum(jnp.ones_like(values), rows, num_segments=num_rows)
+    return total / jnp.maximum(count, 1.0)
+
+
+def positions_kl(ref_logp, logits) -> jax.Array:
+    """Mean KL(ref || model) over scored positions: ``ref_logp`` and ``logits`` are ``(N, vocab)``."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    kl = jnp.sum(jnp.exp(ref_logp) * (ref_logp - logp), axis=-1)
+    return jnp.sum(kl) / max(kl.shape[0], 1)

@@ -22,10 +22,17 @@ from safegene_jax.eval.metrics import GRADED_TASKS, answer_score, by_category, r
 
 
 def respond(
-    lm: Any, prompts: Sequence[str], *, params: Any = None, max_new_tokens: int = 64, batch_size: int = 16
+    lm: Any,
+    prompts: Sequence[str],
+    *,
+    params: Any = None,
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    progress: str | None = None,
 ) -> list[str]:
     """Greedy chat answers in the order of ``prompts``, generated in batches of ``batch_size`` prompts of
-    similar length (one compilation per batch shape and prompt-length bucket)."""
+    similar length (one compilation per batch shape and prompt-length bucket). ``progress``: a label for a
+    progress bar over the prompts (none without)."""
     from safegene_jax.models.api import chat_ids
     from safegene_jax.models.generation import generate
 
@@ -33,11 +40,20 @@ def respond(
     order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
     out: list[str] = [""] * len(ids)
     split = lm.split()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(ids), desc=progress, unit="prompt", leave=False)
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         rows = generate(split, [ids[i] for i in chunk], params=params, max_new_tokens=max_new_tokens)
         for i, row in zip(chunk, rows):
             out[i] = lm.tokenizer.decode(row, skip_special_tokens=True)
+        if bar is not None:
+            bar.update(len(chunk))
+    if bar is not None:
+        bar.close()
     return out
 
 
@@ -74,6 +90,7 @@ def evaluate_safety(
     batch_size: int = 16,
     out: str | os.PathLike | None = None,
     prompt_key: str = "instruction",
+    progress: bool = False,
 ) -> dict:
     """Harmful rate, over-refusal and the contrast sets' refusal rate of ``params`` (in ``lm``'s module).
 
@@ -101,7 +118,14 @@ def evaluate_safety(
             if not records:
                 continue
             prompts = [r.get(prompt_key) or r.get("prompt") for r in records]
-            responses = respond(lm, prompts, params=params, max_new_tokens=max_new_tokens, batch_size=batch_size)
+            responses = respond(
+                lm,
+                prompts,
+                params=params,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
+                progress=name if progress else None,
+            )
             verdicts = [j(prompts, responses) for j in judges]
             refused = {j.name: [v.refused for v in vs] for j, vs in zip(judges, verdicts)}
             degenerate = [v.degenerate for v in verdicts[0]]
@@ -151,12 +175,20 @@ def evaluate_task(
     out: str | os.PathLike | None = None,
     prompt_key: str = "instruction",
     answer_key: str = "answer",
+    progress: bool = False,
 ) -> dict:
     """Utility on ``records``: the share answered correctly, or for graded tasks (Alpaca) the mean ROUGE-L F1
     against the reference (see :func:`~safegene_jax.eval.metrics.answer_score`). ``utility`` holds it,
     ``metric`` names it."""
     prompts = [r[prompt_key] for r in records]
-    responses = respond(lm, prompts, params=params, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    responses = respond(
+        lm,
+        prompts,
+        params=params,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        progress=task if progress else None,
+    )
     scores = [answer_score(task, resp, str(r[answer_key])) for resp, r in zip(responses, records)]
     metric = "rougeL" if task in GRADED_TASKS else "accuracy"
     summary = {"task": task, "metric": metric, "utility": rate_with_ci(scores)}

@@ -39,8 +39,8 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from safegene_jax.core.errors import SafeGeneError, require
-from safegene_jax.core.layers import MODULE_KINDS, layer_mask, layout
-from safegene_jax.core.losses import mean_kl, mean_loglik, onset, reference_logp, row_loglik, token_nll, trim
+from safegene_jax.core.layers import MODULE_KINDS, as_layer_map, layer_mask, layout
+from safegene_jax.core.losses import onset, picked_logp, positions_kl, row_means, scored_positions, trim
 from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.core.transforms import apply_vector, as_vector, assert_finite
 
@@ -132,6 +132,7 @@ def fit_coefficients(
     alpha_max: float = 2.0,
     l2: float = 0.0,
     patience: int = 10,
+    progress: str | None = None,
 ) -> tuple[np.ndarray, list[dict], int]:
     """Minimizes ``objective(alpha, *operands) + l2 * ||alpha - init||^2`` over ``alpha`` in ``[0, alpha_max]``.
 
@@ -140,7 +141,8 @@ def fit_coefficients(
 
     Returns ``(best_alpha, history, best_step)``; "best" is by ``val_objective(alpha, *val_operands)`` when
     given (early stopping after ``patience`` steps without improvement), else by the training objective.
-    Each history record has the step's losses and wall time (the first includes compilation).
+    Each history record has the step's losses and wall time (the first includes compilation). ``progress``:
+    a label for a progress bar over the steps (none without).
     """
     init = jnp.clip(jnp.asarray(init, jnp.float32), 0.0, alpha_max)
     opt = optax.adam(learning_rate)
@@ -162,6 +164,11 @@ def fit_coefficients(
     alpha, state = _placed_with(operands, (init, opt.init(init)))
     best_alpha, best_value, best_step, since = np.asarray(init), np.inf, 0, 0
     history: list[dict] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=progress, unit="step", leave=False)
     for i in range(steps):
         t0 = time.perf_counter()
         current = np.asarray(alpha)
@@ -173,6 +180,9 @@ def fit_coefficients(
             record["val_loss"] = value
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4f}")
         if not np.isfinite(value):
             raise SafeGeneError(f"recalibration loss became {value} at step {i}; lower the learning rate")
         if value < best_value - 1e-6:
@@ -181,6 +191,8 @@ def fit_coefficients(
             since += 1
             if since >= patience:
                 break
+    if bar is not None:
+        bar.close()
     return best_alpha, history, best_step
 
 
@@ -213,6 +225,72 @@ def _pair(a: dict, b: dict, what: str) -> None:
         raise SafeGeneError(f"{what}: {_rows(b)} rows against {_rows(a)}; the two batches must pair up row by row")
 
 
+def _mean(values: jax.Array) -> jax.Array:
+    """The mean of per-position values; 0 when a batch has no scored position (all cut by truncation)."""
+    return jnp.sum(values) / max(values.shape[0], 1)
+
+
+def _first_patched_layer(apply: Any, params: Any, vec: dict, layers: Sequence[int], layer_map: Any) -> int | None:
+    """The lowest selected layer, when ``apply`` runs one layer at a time and every vector leaf is a leaf of
+    the decoder layer the layer map gives it (then the layers below it can be run once); else ``None``."""
+    if not all(callable(getattr(apply, n, None)) for n in ("embed", "layer", "head", "num_layers")):
+        return None
+    lm = as_layer_map(layer_map)
+    for path in vec:
+        layer = lm.layer_of(path)
+        if not isinstance(layer, int) or not path.startswith(f"model.layers.{layer}."):
+            return None
+    return min(layers)
+
+
+class _Scorer:
+    """Logits at the scored positions of a batch: with a layer-at-a-time ``apply``, the hidden states below the
+    first patched layer are computed once per batch and only the layers from it on run in every step, and
+    the LM head runs only where a loss token is predicted."""
+
+    def __init__(self, apply: Any, params: Any, first: int | None):
+        self.apply, self.first = apply, first
+        if first is not None:
+            num = apply.num_layers(params)
+
+            @jax.jit
+            def below(params, tokens, mask):
+                x, ctx = apply.embed(params, tokens, mask)
+                for i in range(first):
+                    x = apply.layer(params, i, x, ctx)
+                return x, ctx
+
+            self._below, self._num = below, num
+        self._params = params
+
+    def prepare(self, batch: dict) -> dict:
+        rows, cols, targets = scored_positions(batch)
+        out = {"rows": jnp.asarray(rows), "cols": jnp.asarray(cols), "targets": jnp.asarray(targets)}
+        if self.first is None:
+            return {
+                **out,
+                "tokens": jnp.asarray(batch["tokens"]),
+                "attention_mask": jnp.asarray(batch["attention_mask"]),
+            }
+        x, ctx = self._below(self._params, jnp.asarray(batch["tokens"]), jnp.asarray(batch["attention_mask"]))
+        return {**out, "hidden": x, "ctx": ctx}
+
+    def logits(self, params: Any, b: dict) -> jax.Array:
+        if self.first is None:
+            return self.apply(params, b["tokens"], b["attention_mask"])[b["rows"], b["cols"]]
+        x = b["hidden"]
+        for i in range(self.first, self._num):
+            x = self.apply.layer(params, i, x, b["ctx"])
+        return self.apply.head(params, x[b["rows"], b["cols"]])
+
+    def logp(self, params: Any, b: dict) -> jax.Array:
+        return picked_logp(self.logits(params, b), b["targets"])
+
+    @staticmethod
+    def row_count(b: dict) -> int:
+        return (b["tokens"] if "tokens" in b else b["hidden"]).shape[0]
+
+
 def recalibrate(
     apply: Callable,
     task_params: Any,
@@ -227,6 +305,7 @@ def recalibrate(
     borderline_refusals: dict | None = None,
     fluency: dict | None = None,
     layer_map: Any = None,
+    progress: bool = False,
 ) -> Recalibration:
     """Learns the coefficients of ``layers`` for one task model from few-shot batches.
 
@@ -288,15 +367,16 @@ def recalibrate(
             raise SafeGeneError("kl_weight > 0 needs the fluency batch (benign prompts with answers)")
         batches["fluency"] = (trim(fluency), cfg.seed + 3)
     parts = {name: _split(b, cfg.val_fraction, seed) for name, (b, seed) in batches.items()}
-    train = {name: p[0] for name, p in parts.items()}
-    val = {name: (p[1] if p[1] is not None else p[0]) for name, p in parts.items()}
     has_val = any(p[1] is not None for p in parts.values())
-
-    def run(params, b):
-        return apply(params, b["tokens"], b["attention_mask"])
+    first = _first_patched_layer(apply, task_params, vec, layers, layer_map)
+    scored = _Scorer(apply, task_params, first)
+    train = {name: scored.prepare(p[0]) for name, p in parts.items()}
+    val = {name: scored.prepare(p[1] if p[1] is not None else p[0]) for name, p in parts.items()} if has_val else None
 
     def contrast(patched, yes, no):
-        d = row_loglik(run(patched, yes), yes) - row_loglik(run(patched, no), no)
+        d = row_means(scored.logp(patched, yes), yes["rows"], scored.row_count(yes)) - row_means(
+            scored.logp(patched, no), no["rows"], scored.row_count(no)
+        )
         return jnp.mean(jax.nn.softplus(cfg.margin - d))
 
     def objective(alpha, params, vec, b, refs):
@@ -304,22 +384,20 @@ def recalibrate(
         if cfg.safety == "contrast":
             loss = contrast(patched, b["refuse"], b["comply"])
         else:
-            loss = -mean_loglik(run(patched, b["refuse"]), b["refuse"])
+            loss = -_mean(scored.logp(patched, b["refuse"]))
         if "end" in b:
-            loss += cfg.end_weight * -mean_loglik(run(patched, b["end"]), b["end"])
+            loss += cfg.end_weight * -_mean(scored.logp(patched, b["end"]))
         if "help" in b:
             loss += cfg.help_weight * contrast(patched, b["help"], b["help_refuse"])
-        logits = run(patched, b["utility"])
         if cfg.utility == "kl":
-            loss += cfg.lam * mean_kl(refs["utility"], logits, b["utility"])
+            loss += cfg.lam * positions_kl(refs["utility"], scored.logits(patched, b["utility"]))
         else:
-            nll, count = token_nll(logits, b["utility"]["tokens"], b["utility"]["loss_mask"])
-            loss += cfg.lam * nll / jnp.maximum(count, 1.0)
+            loss += cfg.lam * -_mean(scored.logp(patched, b["utility"]))
         if "fluency" in b:
-            loss += cfg.kl_weight * mean_kl(refs["fluency"], run(patched, b["fluency"]), b["fluency"])
+            loss += cfg.kl_weight * positions_kl(refs["fluency"], scored.logits(patched, b["fluency"]))
         return loss
 
-    reference = jax.jit(lambda params, b: reference_logp(run(params, b)))
+    reference = jax.jit(lambda params, b: jax.nn.log_softmax(scored.logits(params, b), axis=-1))
 
     def operands(b):
         needs = {"utility": cfg.utility == "kl", "fluency": "fluency" in b}
@@ -337,6 +415,7 @@ def recalibrate(
         alpha_max=cfg.alpha_max,
         l2=cfg.l2,
         patience=cfg.patience,
+        progress="recalibrate" if progress else None,
     )
     return Recalibration(
         alpha=np.asarray(alpha),

@@ -21,7 +21,16 @@ evaluated in one jitted program, in one of two ways:
   forward; ``lax.map`` vmaps chunks of ``chunk_size`` candidates, so at most ``chunk_size`` patched
   copies of the vector's leaves exist at once, never one model per candidate.
 
-``method='auto'`` (the default) takes ``prefix`` where it applies.
+``method='auto'`` (the default) takes ``prefix`` where it applies. Two cheaper ways rank the layers without
+running one model per candidate:
+
+* ``method='linear'``: first-order scores from one forward and one backward pass per probe batch, for all
+  candidates at once: the gain is ``c . d(refusal log-likelihood)/dc`` at ``c = 0``, and the cost is the
+  first-order rise of the benign answers' negative log-likelihood, ``-c . d(benign log-likelihood)/dc``
+  (the KL of the exact method is zero to first order). It works for any candidate matrix and any ``apply``
+  JAX can differentiate.
+* ``method='hybrid'``: the linear scores screen the candidates, and the best ``hybrid_k`` (by
+  ``gain - utility_weight * cost``) are scored exactly; :func:`select` then chooses among those only.
 
 Example (with probe batches from :func:`safegene_jax.data.batch_examples`)::
 
@@ -41,11 +50,11 @@ import numpy as np
 
 from safegene_jax.core.errors import LayerMapError, SafeGeneError
 from safegene_jax.core.layers import as_layer_map, layout
-from safegene_jax.core.losses import mean_kl, mean_loglik, reference_logp
+from safegene_jax.core.losses import mean_kl, mean_loglik, reference_logp, scored_positions
 from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.core.transforms import apply_vector, as_vector, assert_finite
 
-SCORING_METHODS = ("auto", "prefix", "patch")
+SCORING_METHODS = ("auto", "prefix", "patch", "linear", "hybrid")
 """The ways :func:`score_layers` evaluates candidates (see the module docstring)."""
 
 
@@ -55,15 +64,21 @@ class LayerScores:
 
     Attributes:
         safety_gain: rise of the mean refusal log-likelihood per token on harmful probes, ``(C,)``.
-        utility_cost: mean KL(reference || patched) per response token on benign probes, ``(C,)``.
+        utility_cost: mean KL(reference || patched) per response token on benign probes, ``(C,)`` (with the
+            linear method: the first-order rise of the benign answers' NLL).
         candidates: the ``(C, L)`` coefficient matrix that was evaluated.
         base_refusal_ll: the reference model's mean refusal log-likelihood.
+        method: how the scores were computed (``prefix``, ``patch``, ``linear``, ``hybrid``).
+        exact: ``(C,)`` booleans, the candidates scored exactly (all but the screened-out ones of ``hybrid``);
+            :func:`select` chooses among these.
     """
 
     safety_gain: np.ndarray
     utility_cost: np.ndarray
     candidates: np.ndarray
     base_refusal_ll: float
+    method: str = "prefix"
+    exact: np.ndarray | None = None
 
     def combined(self, utility_weight: float = 1.0) -> np.ndarray:
         """``safety_gain - utility_weight * utility_cost``."""
@@ -75,6 +90,8 @@ class LayerScores:
             "utility_cost": self.utility_cost.tolist(),
             "candidates": self.candidates.tolist(),
             "base_refusal_ll": self.base_refusal_ll,
+            "method": self.method,
+            "exact": None if self.exact is None else self.exact.tolist(),
         }
 
     @classmethod
@@ -84,6 +101,8 @@ class LayerScores:
             np.asarray(d["utility_cost"]),
             np.asarray(d["candidates"]),
             float(d["base_refusal_ll"]),
+            d.get("method", "prefix"),
+            None if d.get("exact") is None else np.asarray(d["exact"], bool),
         )
 
 
@@ -109,6 +128,8 @@ def score_layers(
     layer_map: Any = None,
     mesh: Any = None,
     method: str = "auto",
+    hybrid_k: int = 10,
+    utility_weight: float = 0.0,
 ) -> LayerScores:
     """Scores candidates of per-layer coefficients in one jitted, chunk-vmapped evaluation.
 
@@ -124,8 +145,10 @@ def score_layers(
         chunk_size: candidates evaluated together by ``vmap``; memory grows with it.
         layer_map: how leaves map to layers.
         mesh: shard the probe batches over the mesh's ``data`` (and ``fsdp``) axes.
-        method: ``'prefix'``, ``'patch'`` or ``'auto'`` (see the module docstring); ``'prefix'`` raises
-            :class:`SafeGeneError` saying why when it does not apply.
+        method: ``'prefix'``, ``'patch'``, ``'auto'``, ``'linear'`` or ``'hybrid'`` (see the module docstring);
+            ``'prefix'`` raises :class:`SafeGeneError` saying why when it does not apply.
+        hybrid_k: how many candidates ``'hybrid'`` scores exactly, the best by the linear scores.
+        utility_weight: how ``'hybrid'`` ranks the linear scores (``gain - utility_weight * cost``).
     """
     vec = as_vector(vector)
     assert_finite(vec)
@@ -140,7 +163,37 @@ def score_layers(
         raise SafeGeneError(f"chunk_size must be >= 1, got {chunk_size}")
     if method not in SCORING_METHODS:
         raise SafeGeneError(f"method must be one of {', '.join(SCORING_METHODS)}; got {method!r}")
+    if method == "hybrid" and not 1 <= hybrid_k <= len(cands):
+        raise SafeGeneError(f"hybrid_k must be in [1, {len(cands)}] (the number of candidates), got {hybrid_k}")
+    if method in ("linear", "hybrid"):
+        index = dict(zip(paths, leaves))
+        fixed = [
+            p for p, v in vec.items() if not jnp.issubdtype(getattr(index.get(p, v), "dtype", v.dtype), jnp.floating)
+        ]
+        if fixed:
+            raise SafeGeneError(f"method={method!r} differentiates the params, but {fixed[0]!r} is not floating point")
     harmful, benign = _check_batch(harmful, "harmful"), _check_batch(benign, "benign")
+    if method in ("linear", "hybrid"):
+        linear = _score_linear(apply, params, vec, cands, harmful, benign, layer_map)
+        if method == "linear":
+            return linear
+        order = np.argsort(-linear.combined(utility_weight), kind="stable")[:hybrid_k]
+        exact = score_layers(
+            apply,
+            params,
+            vec,
+            harmful,
+            benign,
+            candidates=cands[order],
+            chunk_size=chunk_size,
+            layer_map=layer_map,
+            mesh=mesh,
+        )
+        gains, costs = linear.safety_gain.copy(), linear.utility_cost.copy()
+        gains[order], costs[order] = exact.safety_gain, exact.utility_cost
+        mask = np.zeros(len(cands), bool)
+        mask[order] = True
+        return LayerScores(gains, costs, cands, exact.base_refusal_ll, "hybrid", mask)
     plan = None
     if method != "patch":
         plan, why = _prefix_plan(apply, params, vec, cands, layer_map)
@@ -162,7 +215,7 @@ def score_layers(
 
     if plan is not None:
         gains, costs, ref_h = _score_prefix(apply, params, vec, cands, *plan, harmful, benign, chunk_size)
-        return LayerScores(gains, costs, cands, ref_h)
+        return LayerScores(gains, costs, cands, ref_h, "prefix")
 
     @jax.jit
     def run(params, vec, cands, harmful, benign):
@@ -179,7 +232,28 @@ def score_layers(
         return gains, costs, ref_h
 
     gains, costs, ref_h = run(params, vec, jnp.asarray(cands), harmful, benign)
-    return LayerScores(np.asarray(gains), np.asarray(costs), cands, float(ref_h))
+    return LayerScores(np.asarray(gains), np.asarray(costs), cands, float(ref_h), "patch")
+
+
+def _score_linear(apply, params, vec, cands, harmful, benign, layer_map) -> LayerScores:
+    """First-order scores: one forward and one backward pass per probe batch give every layer's derivative."""
+    num_layers = cands.shape[1]
+
+    @jax.jit
+    def derivatives(params, vec, harmful, benign):
+        def loglik(c, batch):
+            patched = apply_vector(params, vec, c, layer_map=layer_map, check_finite=False)
+            return mean_loglik(apply(patched, batch["tokens"], batch["attention_mask"]), batch)
+
+        zero = jnp.zeros((num_layers,), jnp.float32)
+        ref_h, d_h = jax.value_and_grad(loglik)(zero, harmful)
+        d_b = jax.grad(loglik)(zero, benign)
+        return ref_h, d_h, d_b
+
+    ref_h, d_h, d_b = derivatives(params, vec, harmful, benign)
+    gains = cands @ np.asarray(d_h, np.float32)
+    costs = -(cands @ np.asarray(d_b, np.float32))
+    return LayerScores(gains, costs, cands, float(ref_h), "linear")
 
 
 def _prefix_plan(apply: Any, params: Any, vec: dict, cands: np.ndarray, layer_map: Any) -> tuple[Any, str]:
@@ -202,13 +276,6 @@ def _prefix_plan(apply: Any, params: Any, vec: dict, cands: np.ndarray, layer_ma
     return (np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), -1), layer_paths), ""
 
 
-def _response_positions(batch: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows, positions and next tokens of every position that predicts a response token."""
-    tokens, mask = np.asarray(batch["tokens"]), np.asarray(batch["loss_mask"])
-    rows, cols = np.nonzero(mask[:, 1:])
-    return rows, cols, tokens[rows, cols + 1]
-
-
 def _score_prefix(apply, params, vec, cands, starts, layer_paths, harmful, benign, chunk):
     """The prefix method (see the module docstring): gains, costs and the reference refusal log-likelihood."""
     num_layers = cands.shape[1]
@@ -216,7 +283,7 @@ def _score_prefix(apply, params, vec, cands, starts, layer_paths, harmful, benig
     order = order[starts[order] >= 0]  # all-zero candidates change nothing: gain and cost 0
     started = [np.flatnonzero(starts[order] == layer) for layer in range(num_layers)]  # stream slots
     strength = np.asarray([cands[i, starts[i]] for i in order], np.float32)
-    where_h, where_b = _response_positions(harmful), _response_positions(benign)
+    where_h, where_b = scored_positions(harmful), scored_positions(benign)
 
     def sweep(params, vec, strength, batch, where):
         """Hidden states where a response token is predicted: the reference's ``(N, d)``, the candidates'
@@ -277,15 +344,17 @@ def select(
 ) -> list[int]:
     """Layers to keep: the ``top_k`` best by ``gain - utility_weight * cost``, or all above ``threshold``.
 
-    Only for the default one-layer candidates (candidate ``i`` is layer ``i``); returned sorted.
+    Only for the default one-layer candidates (candidate ``i`` is layer ``i``); returned sorted. With hybrid
+    scores, among the candidates scored exactly.
     """
     if (top_k is None) == (threshold is None):
         raise SafeGeneError("pass exactly one of top_k and threshold")
     value = scores.combined(utility_weight)
+    eligible = np.ones(len(value), bool) if scores.exact is None else np.asarray(scores.exact, bool)
     if top_k is not None:
-        if not 1 <= top_k <= len(value):
-            raise SafeGeneError(f"top_k must be in [1, {len(value)}], got {top_k}")
-        chosen = np.argsort(-value, kind="stable")[:top_k]
+        if not 1 <= top_k <= int(eligible.sum()):
+            raise SafeGeneError(f"top_k must be in [1, {int(eligible.sum())}] (the candidates scored), got {top_k}")
+        chosen = np.argsort(np.where(eligible, -value, np.inf), kind="stable")[:top_k]
     else:
-        chosen = np.flatnonzero(value > threshold)
+        chosen = np.flatnonzero((value > threshold) & eligible)
     return sorted(int(i) for i in chosen)

@@ -98,16 +98,27 @@ class MeshSection:
 @dataclasses.dataclass(frozen=True)
 class AlignSection(TrainConfig):
     """Safety alignment: harmful requests with refusals (``harmful_sets``, the first ``harmful``; 0: all),
-    mixed with the first ``benign`` helpful examples of ``benign_sets``."""
+    mixed with the first ``benign`` helpful examples of ``benign_sets``. With ``benign_targets: self`` the
+    benign prompts are answered by the model being aligned itself (greedy, ``self_tokens`` new tokens)
+    and those answers are its targets: the fine-tune then teaches refusing without pulling the model's
+    helpful answers elsewhere, which is where over-refusal comes from."""
 
     harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful"])
     harmful: int = 0
     benign_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/benign"])
     benign: int = 120
+    benign_targets: str = "reference"
+    self_tokens: int = 96
 
     def __post_init__(self):
         super().__post_init__()
         _pair_sets(self, "harmful_sets", "benign_sets")
+        require(
+            self.benign_targets in ("reference", "self"),
+            "benign_targets",
+            f"must be reference (the sets' answers) or self (the model's own), got {self.benign_targets!r}",
+        )
+        require(self.self_tokens >= 1, "self_tokens", f"must be >= 1, got {self.self_tokens}")
         require(self.harmful >= 0, "harmful", f"must be >= 0 (0: all), got {self.harmful}")
         require(self.benign >= 0, "benign", f"must be >= 0, got {self.benign}")
 
@@ -177,10 +188,21 @@ class SelectSection:
     utility_weight: float = 0.0
     chunk_size: int = 8
     rank: int = 0
+    method: str = "auto"
+    hybrid_k: int = 20
 
     def __post_init__(self):
+        from safegene_jax.method.selection import SCORING_METHODS
+
         _pair_sets(self, "harmful_sets", "benign_sets")
         _at_least_one(self, "probes", "max_length", "top_k", "chunk_size")
+        require(
+            self.method in SCORING_METHODS,
+            "method",
+            f"must be one of {', '.join(SCORING_METHODS)}, got {self.method!r}",
+        )
+        if self.method == "hybrid":
+            require(self.hybrid_k >= self.top_k, "hybrid_k", f"must be >= top_k ({self.top_k}), got {self.hybrid_k}")
         require(self.strength > 0, "strength", "must be > 0")
         require(self.utility_weight >= 0, "utility_weight", "must be >= 0")
         require(self.rank >= 0, "rank", "must be >= 0 (0: dense vector)")

@@ -133,6 +133,13 @@ def align_model(lm: Any, cfg: PipelineConfig, **train_kw) -> Any:
     a = cfg.align
     harmful = [{**r, "refusal": r["response"]} for r in _pairs(a.harmful_sets, a.harmful)]
     benign = _pairs(a.benign_sets, a.benign) if a.benign else []
+    if benign and a.benign_targets == "self":
+        from safegene_jax.eval.runs import respond
+
+        prompts = [r["instruction"] for r in benign]
+        progress = "own answers" if train_kw.get("progress", True) else None
+        answers = respond(lm, prompts, max_new_tokens=a.self_tokens, batch_size=32, progress=progress)
+        benign = [{**r, "response": ans} for r, ans in zip(benign, answers) if ans.strip()]
     return align(lm, harmful, benign, train_config(a, cfg), **train_kw)
 
 
@@ -242,8 +249,20 @@ def build_adapter(aligned: Any, degraded: Any, cfg: PipelineConfig, *, mesh: Any
         return SafetyAdapter.build(aligned.params, degraded.params, list(layers), family=family, sources=sources)
     harmful, benign = probe_batches(aligned.tokenizer, cfg)
     tau = safety_vector(aligned.params, degraded.params)
+    if s.method == "hybrid" and s.hybrid_k > count:
+        raise ConfigError(f"select.hybrid_k: {s.hybrid_k} candidates asked for, but the model has {count} layers")
     scores = score_layers(
-        degraded.apply, degraded.params, tau, harmful, benign, strength=s.strength, chunk_size=s.chunk_size, mesh=mesh
+        degraded.apply,
+        degraded.params,
+        tau,
+        harmful,
+        benign,
+        strength=s.strength,
+        chunk_size=s.chunk_size,
+        mesh=mesh,
+        method=s.method,
+        hybrid_k=s.hybrid_k,
+        utility_weight=s.utility_weight,
     )
     chosen = select(scores, top_k=s.top_k, utility_weight=s.utility_weight)
     return SafetyAdapter.build(
@@ -269,7 +288,13 @@ def ablation_layers(cfg: PipelineConfig, ablation: str, adapter: Any, num_layers
 
 
 def recalibrate_model(
-    task_lm: Any, adapter: Any, cfg: PipelineConfig, model: TaskModel | str, *, ablation: str | None = None
+    task_lm: Any,
+    adapter: Any,
+    cfg: PipelineConfig,
+    model: TaskModel | str,
+    *,
+    ablation: str | None = None,
+    progress: bool = False,
 ) -> Any:
     """The adapter's coefficients for one task model, from few shots (see :func:`fewshot_batches`).
     ``ablation='no_utility'`` drops the utility and fluency terms."""
@@ -294,6 +319,7 @@ def recalibrate_model(
         borderline=shots.get("borderline"),
         borderline_refusals=shots.get("borderline_refusals"),
         fluency=shots["fluency"],
+        progress=progress,
     )
 
 
@@ -383,6 +409,7 @@ def evaluate_model(
     tasks: Sequence[str] = (),
     out: Any = None,
     headline: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Harmful rate, over-refusal (and the contrast sets' refusal rate) on the eval sets, and utility on each of
     ``tasks``, with ``params`` in the module of ``carrier`` (one compiled generation serves every model of the
@@ -407,6 +434,7 @@ def evaluate_model(
         max_new_tokens=e.max_new_tokens,
         batch_size=e.batch_size,
         out=f"{out}.safety.jsonl" if out else None,
+        progress=progress,
     )
     result["utility"] = {}
     for task in tasks:
@@ -418,6 +446,7 @@ def evaluate_model(
             max_new_tokens=e.utility_max_new_tokens,
             batch_size=e.batch_size,
             out=f"{out}.{task}.jsonl" if out else None,
+            progress=progress,
         )
         result["utility"][task] = summary["utility"]
     return result

@@ -185,7 +185,13 @@ class Run:
         the family); responses to ``eval/{name}.*.jsonl``, the summary to ``eval/{name}.json``."""
         eval_dir = self.root / "eval"
         result = jobs.evaluate_model(
-            self.model("aligned"), params, self.cfg, tasks=tasks, out=eval_dir / name, headline=headline
+            self.model("aligned"),
+            params,
+            self.cfg,
+            tasks=tasks,
+            out=eval_dir / name,
+            headline=headline,
+            progress=self.progress,
         )
         write_json(eval_dir / f"{name}.json", result)
 

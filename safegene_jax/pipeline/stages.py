@@ -208,14 +208,18 @@ def _finetune(run: Run, model: str, parent: str, **item) -> dict:
 
 
 def _recalibrate(run: Run, model: str, **item) -> dict:
-    rec = jobs.recalibrate_model(run.model(f"task-{model}"), run.adapter(), run.cfg, run.task_model(model))
+    rec = jobs.recalibrate_model(
+        run.model(f"task-{model}"), run.adapter(), run.cfg, run.task_model(model), progress=run.progress
+    )
     run.write_json(run.root / "recalibration" / f"{model}.json", jobs.coefficients_record(rec))
     return {"alpha": rec.alpha.tolist(), "best_step": rec.best_step, "steps_run": len(rec.history)}
 
 
 def _recalibrate_ablation(run: Run, model: str, ablation: str, **item) -> dict:
     adapter = run.ablation_adapter(ablation)
-    rec = jobs.recalibrate_model(run.model(f"task-{model}"), adapter, run.cfg, run.task_model(model), ablation=ablation)
+    rec = jobs.recalibrate_model(
+        run.model(f"task-{model}"), adapter, run.cfg, run.task_model(model), ablation=ablation, progress=run.progress
+    )
     run.write_json(run.root / "recalibration" / f"{model}--{ablation}.json", jobs.coefficients_record(rec))
     return {"layers": rec.layers, "alpha": rec.alpha.tolist(), "best_step": rec.best_step}
 
