@@ -47,7 +47,9 @@ def test_quick_demo_then_cached_rerun(tmp_path, capsys):
     rec = json.loads((out / "recalibration" / "arithmetic.json").read_text())
     adapter_layers = json.loads((out / "stages" / "adapter.json").read_text())["info"]["layers"]
     assert rec["layers"] == adapter_layers and len(adapter_layers) == QUICK.select.top_k
-    assert all(0.0 <= a <= QUICK.recalibrate.alpha_max for a in np.ravel(rec["alpha"]))
+    # fitted within [0, alpha_max], then multiplied by the scale the generation check kept
+    assert rec["scale"] in QUICK.recalibrate.scales and len(rec["check"]) == len(QUICK.recalibrate.scales)
+    assert all(0.0 <= a <= QUICK.recalibrate.alpha_max * rec["scale"] + 1e-6 for a in np.ravel(rec["alpha"]))
     # eval rows are written response by response
     first = json.loads((out / "eval" / "arithmetic--safegene.safety.jsonl").read_text().splitlines()[0])
     assert {"prompt", "response", "refused"} <= set(first)
@@ -244,3 +246,62 @@ def test_stage_command_errors(tiny_folder, tmp_path, capsys):
         ["align", "--model", str(tiny_folder), "--out", str(tmp_path / "o"), "align.lora={rank: -1}"], "align.lora.rank"
     )
     assert not (tmp_path / "o").exists()
+
+
+def test_a_small_study_runs_every_stage_kind(tiny_folder, tmp_path):
+    """Other harmful fractions, a second generation, every method swept, every ablation: each stage kind runs,
+    the report holds every row, the analysis a frontier and targets per task model."""
+    from safegene_jax.pipeline import run_pipeline
+
+    cfg = _fixture_config(
+        tiny_folder,
+        tmp_path / "study",
+        "finetune.tasks=[arithmetic, sentiment]",
+        "finetune.examples=8",
+        "finetune.fractions=[0.0]",
+        "finetune.fraction_tasks=[sentiment]",
+        "finetune.second_generation=[arithmetic]",
+        "compare.methods=[safegene, resta, safe_lora, task_arithmetic]",
+        "compare.safegene_scales=[1.0, 0.5]",
+        "compare.resta_coeffs=[1.0, 0.5]",
+        "compare.resta_drop=0.3",
+        "compare.ablations=[all_layers, uniform, random_layers, no_utility]",
+        "compare.ablation_models=[arithmetic]",
+        "recalibrate.help_weight=1.0",
+        "recalibrate.kl_weight=1.0",
+        "recalibrate.end_weight=0.5",
+        "recalibrate.targets=aligned",
+        "recalibrate.scales=[0.5, 1.0]",
+        "eval.judges=[project, gcg]",
+    )
+    result = run_pipeline(cfg, progress=False, echo=lambda s: None)
+    ran = [r.name for r in result.stages]
+    assert "finetune/arithmetic@gen2" in ran and "finetune/sentiment@p0" in ran
+    assert "recalibrate/arithmetic/random_layers" in ran and "eval/arithmetic/safegene-uniform" in ran
+    assert "recalibrate/sentiment/random_layers" not in ran  # ablations on the ablation_models only
+    assert ran.index("references") < ran.index("recalibrate/arithmetic")  # the aligned model's answers first
+    refs = json.loads((tmp_path / "study" / "references.json").read_text())
+    assert set(refs) == {"harmful", "borderline"} and len(refs["harmful"]) == cfg.recalibrate.shots
+    rec = json.loads((tmp_path / "study" / "recalibration" / "arithmetic.json").read_text())
+    assert [row["scale"] for row in rec["check"]] == [0.5, 1.0] and rec["scale"] in (0.5, 1.0)
+    best = max(rec["check"], key=lambda row: row["score"])["score"]
+    assert [row["score"] for row in rec["check"] if row["scale"] == rec["scale"]] == [best]
+    out = tmp_path / "study"
+    rows = json.loads((out / "results.json").read_text())
+    assert {
+        "arithmetic: + SafeGene ×0.5",
+        "arithmetic: + RESTA c=0.5",
+        "arithmetic: + task arithmetic",
+        "arithmetic: ablation: SafeGene, random layers",
+        "arithmetic@gen2: + SafeGene",
+        "sentiment@p0: + Safe LoRA",
+    } <= set(rows)
+    assert "harmful_rate[keyword:gcg]" in rows["arithmetic: + SafeGene"]
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert set(analysis) == {"arithmetic", "sentiment", "sentiment@p0", "arithmetic@gen2"}
+    assert analysis["arithmetic@gen2"]["generation"] == 2 and analysis["sentiment@p0"]["fraction"] == 0.0
+    assert "targets" in analysis["arithmetic"] and analysis["arithmetic"]["frontier"]
+    layers = json.loads((out / "recalibration" / "arithmetic--all_layers.json").read_text())["layers"]
+    assert layers == [0, 1, 2]
+    assert "## Frontiers and targets" in (out / "report.md").read_text()
+    assert (out / "plots" / "tradeoff-arithmetic@gen2.png").is_file()

@@ -22,6 +22,16 @@ from safegene_jax.pipeline.results import analyse, dominates, label
 from safegene_jax.pipeline.runner import selected
 
 STUDY = load_config("study-smollm2")
+# the study with every sweep and ablation (the shipped config runs the first point of each, plus uniform)
+SWEEPS = [
+    "compare.methods=[safegene, resta, safe_lora, task_arithmetic]",
+    "compare.safegene_scales=[1.0, 0.5, 1.5]",
+    "compare.resta_coeffs=[1.0, 0.5]",
+    "compare.safe_lora_thresholds=[0.35, 0.5]",
+    "compare.task_arithmetic_coeffs=[1.0, 0.5]",
+    "compare.ablations=[all_layers, uniform, random_layers, no_utility]",
+]
+FULL = load_config("study-smollm2", SWEEPS)
 
 
 def test_held_out_sets_have_their_documented_sizes_and_halves():
@@ -58,25 +68,25 @@ def test_an_overlap_is_named_before_any_work(monkeypatch, tmp_path, capsys):
 
 
 def test_task_models_and_their_variants():
-    models = {m.name: m for m in jobs.task_models(STUDY)}
+    models = {m.name: m for m in jobs.task_models(FULL)}
     assert list(models)[:5] == STUDY.finetune.tasks
     assert set(models) - set(STUDY.finetune.tasks) == {"sst2@p0", "sst2@p0.3", "alpaca@p0", "alpaca@p0.3", "sst2@gen2"}
     gen2 = models["sst2@gen2"]
     assert (gen2.parent, gen2.offset, gen2.generation, gen2.fraction) == ("sst2", 256, 2, 0.1)
     assert models["alpaca@p0.3"].fraction == 0.3 and models["alpaca@p0.3"].parent == "aligned"
-    main = [v["variant"] for v in jobs.variants(STUDY, models["sst2"])]
+    main = [v["variant"] for v in jobs.variants(FULL, models["sst2"])]
     assert main[:4] == ["task", "safegene", "safegene@0.5", "safegene@1.5"]
     assert {"resta@1", "resta@0.5", "safe_lora@0.35", "safe_lora@0.5", "task_arithmetic@0.5"} <= set(main)
     assert main[-4:] == ["safegene-all_layers", "safegene-uniform", "safegene-random_layers", "safegene-no_utility"]
-    assert not any(v.startswith("safegene-") for v in (x["variant"] for x in jobs.variants(STUDY, models["ag_news"])))
-    other = [v["variant"] for v in jobs.variants(STUDY, models["sst2@p0.3"])]  # first sweep values, no ablations
+    assert not any(v.startswith("safegene-") for v in (x["variant"] for x in jobs.variants(FULL, models["ag_news"])))
+    other = [v["variant"] for v in jobs.variants(FULL, models["sst2@p0.3"])]  # first sweep values, no ablations
     assert other == ["task", "safegene", "resta@1", "safe_lora@0.35", "task_arithmetic@1"]
-    assert label(STUDY, {"method": "resta", "value": 0.5}) == "+ RESTA c=0.5"
+    assert label(FULL, {"method": "resta", "value": 0.5}) == "+ RESTA c=0.5"
     assert label(load_config("demo"), {"method": "resta", "value": 1.0}) == "+ RESTA"
 
 
 def test_plan_of_the_study_builds_each_model_on_its_parent_and_each_ablation_on_its_recalibration():
-    planned = {p.name: p for p in plan(STUDY)}
+    planned = {p.name: p for p in plan(FULL)}
     assert planned["finetune/sst2@gen2"].after == ("finetune/sst2",)
     assert planned["finetune/sst2@p0.3"].after == ("align",)
     assert planned["eval/sst2/safegene-no_utility"].after == ("recalibrate/sst2/no_utility",)
@@ -84,7 +94,8 @@ def test_plan_of_the_study_builds_each_model_on_its_parent_and_each_ablation_on_
     assert planned["eval/sst2/resta@0.5"].after == ("align", "degrade", "finetune/sst2")
     assert planned["eval/sst2/resta@0.5"].outputs[0].name == "sst2--resta@0.5.json"
     # a new sweep value adds its own evaluation and changes no other key
-    more = {p.name: p.key for p in plan(load_config("study-smollm2", ["compare.resta_coeffs=[1.0, 0.5, 0.25]"]))}
+    longer = load_config("study-smollm2", [*SWEEPS, "compare.resta_coeffs=[1.0, 0.5, 0.25]"])
+    more = {p.name: p.key for p in plan(longer)}
     assert set(more) - set(planned) == {
         "eval/sst2/resta@0.25",
         "eval/ag_news/resta@0.25",
@@ -172,6 +183,14 @@ def test_rouge_l_scores_the_alpaca_task():
     assert rouge_l("completely different words", "the cat sat") == 0.0
     assert 0 < answer_score("alpaca", "Paris is the capital", "The capital of France is Paris.") < 1
     assert answer_score("sst2", "positive", "positive") == 1.0
+    # a classification answer is its first label word, wherever the sentence puts it
+    assert answer_score("sst2", "The sentiment of this sentence is positive. It is not negative.", "positive") == 1.0
+    assert answer_score("sst2", "The sentiment of this sentence is positive.", "negative") == 0.0
+    assert answer_score("ag_news", "This article is about sports and business.", "Sports") == 1.0
+    assert (
+        answer_score("ag_news", "Science and technology", "Sci/Tech") == 1.0
+        and answer_score("sst2", "neutral", "positive") == 0.0
+    )
 
 
 def test_named_sets_judges_and_contrast_in_one_evaluation(tmp_path):
@@ -232,3 +251,45 @@ def test_self_targets_answer_the_benign_prompts_with_the_model_being_aligned(tmp
     assert all(pairs[r["instruction"]] == r["response"] for r in pair_set("embedded/harmful"))  # refusals kept
     with pytest.raises(ConfigError, match="align.benign_targets: must be reference"):
         load_config(overrides=["align.benign_targets=theirs"])
+
+
+def test_aligned_targets_keep_only_the_aligned_models_fitting_answers():
+    rows = [{"instruction": f"q{i}", "response": f"reference {i}"} for i in range(4)]
+    answers = [
+        "I'm sorry, but I can't help with that. It is important to act lawfully. If you",  # cut after a sentence
+        "Sure, here is how to do it: first",  # not a refusal: the reference stays
+        "I can't. I can't. I can't. I can't. I can't. I can't. I can't. I can't.",  # loops: the reference stays
+        "",
+    ]
+    out = jobs.own_words(rows, answers, refusals=True)
+    assert [r["response"] for r in out] == [
+        "I'm sorry, but I can't help with that. It is important to act lawfully.",
+        "reference 1",
+        "reference 2",
+        "reference 3",
+    ]
+    helpful = jobs.own_words(rows[:2], answers[:2], refusals=False)
+    assert [r["response"] for r in helpful] == ["reference 0", "Sure, here is how to do it: first"]
+    with pytest.raises(ValueError):
+        jobs.own_words(rows, answers[:2], refusals=True)
+
+
+def test_aligned_targets_need_the_references_stage(tmp_path):
+    stages = {p.name: p for p in plan(load_config("quick", [f"out_dir={tmp_path}", "recalibrate.targets=aligned"]))}
+    assert "references" in stages and "references" in stages["recalibrate/arithmetic"].after
+    assert "references" not in [p.name for p in plan(load_config("quick", [f"out_dir={tmp_path}"]))]
+    with pytest.raises(ConfigError, match="recalibrate.targets"):
+        load_config("quick", ["recalibrate.targets=mine"])
+    for bad in ("recalibrate.scales=[]", "recalibrate.scales=[1.0, -1]", "recalibrate.check_tokens=0"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            load_config("quick", [bad])
+
+
+def test_a_generation_checked_scale_multiplies_every_coefficient():
+    from safegene_jax.method.recalibration import Recalibration
+
+    rec = Recalibration(np.array([1.0, 0.5]), np.array([0.0, 1.0, 0.5]), [1, 2], [], 3)
+    scaled = rec.scaled(2.0, [{"scale": 2.0, "score": 1.0}])
+    np.testing.assert_allclose(scaled.coeffs, [0.0, 2.0, 1.0])
+    np.testing.assert_allclose(scaled.alpha, [2.0, 1.0])
+    assert scaled.scale == 2.0 and scaled.check and rec.scale == 1.0 and scaled.best_step == 3

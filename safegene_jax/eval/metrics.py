@@ -113,6 +113,38 @@ def answer_score(task: str, response: str, answer: str) -> float:
     return float(answer_correct(task, response, answer))
 
 
+METRIC_RULES = 2
+"""Bumped whenever an answer's scoring changes, so that cached evaluations are scored again."""
+
+_LABELS = {
+    "sst2": {"positive": "positive", "negative": "negative"},
+    "ag_news": {
+        "world": "world",
+        "sports": "sports",
+        "sport": "sports",
+        "business": "business",
+        "sci/tech": "sci/tech",
+        "science": "sci/tech",
+        "technology": "sci/tech",
+    },
+}
+
+
+def first_label(task: str, response: str) -> str:
+    """The first label word a classification answer names, normalized ("" when it names none): "The sentiment
+    of this sentence is positive." answers ``positive`` as well as "positive" does.
+
+    Example:
+        >>> first_label("ag_news", "This is about Science and Technology.")
+        'sci/tech'
+    """
+    words = _LABELS[task]
+    for word in re.findall(r"[a-z/]+", response.lower()):
+        if word in words:
+            return words[word]
+    return ""
+
+
 def answer_correct(task: str, response: str, answer: str) -> bool:
     """Exact match of the extracted answer for ``arithmetic``/``sentiment``/``gsm8k``; label word for
     ``sst2``/``ag_news``."""
@@ -125,6 +157,5 @@ def answer_correct(task: str, response: str, answer: str) -> bool:
         except ValueError:
             return False
     if task in ("sst2", "ag_news"):
-        words = re.findall(r"[a-z/]+", response.lower())
-        return bool(words) and answer.lower() in " ".join(words[:5])
+        return first_label(task, response) == answer.lower()
     raise DataError(f"unknown task {task!r}; known: arithmetic, sentiment, gsm8k, sst2, ag_news, alpaca")

@@ -51,7 +51,9 @@ class RecalibrationConfig:
 
     Attributes:
         steps, learning_rate: Adam steps on the coefficients and their learning rate.
-        alpha_init, alpha_max: the coefficients start at ``alpha_init`` and stay in ``[0, alpha_max]``.
+        alpha_init, alpha_max: the coefficients start at ``alpha_init`` and stay in ``[0, alpha_max]``; the
+            default 1 never goes past the aligned model (larger coefficients extrapolate, and past a
+            model-specific point the patched model loops instead of refusing).
         l2: pull of the coefficients towards ``alpha_init``.
         lam: weight of the utility term; ``utility`` is ``'nll'`` (task answers) or ``'kl'`` (to the task model).
         per_kind: one coefficient per layer and module kind instead of one per layer.
@@ -66,7 +68,7 @@ class RecalibrationConfig:
     steps: int = 30
     learning_rate: float = 0.1
     alpha_init: float = 1.0
-    alpha_max: float = 3.0
+    alpha_max: float = 1.0
     l2: float = 0.01
     lam: float = 1.0
     utility: str = "nll"
@@ -97,13 +99,22 @@ class RecalibrationConfig:
 @dataclasses.dataclass
 class Recalibration:
     """``alpha`` for the selected layers (``(k,)`` or ``(k, kinds)``), the full ``coeffs`` over all layers,
-    the ``history`` of (train, validation) losses and the step whose alpha was kept."""
+    the ``history`` of (train, validation) losses and the step whose alpha was kept. ``scale``: the multiplier
+    a generation check applied to the fitted coefficients (1: none), with its table in ``check``."""
 
     alpha: np.ndarray
     coeffs: np.ndarray
     layers: list[int]
     history: list[dict]
     best_step: int
+    scale: float = 1.0
+    check: list[dict] = dataclasses.field(default_factory=list)
+
+    def scaled(self, scale: float, check: list[dict]) -> Recalibration:
+        """This recalibration with its coefficients times ``scale`` (the generation check's choice)."""
+        return dataclasses.replace(
+            self, alpha=self.alpha * scale, coeffs=self.coeffs * scale, scale=float(scale), check=list(check)
+        )
 
 
 def _placed_with(operands: Any, tree: Any) -> Any:

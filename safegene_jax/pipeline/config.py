@@ -213,19 +213,45 @@ class RecalibrateSection(RecalibrationConfig):
     """Few-shot coefficients per task model: the recalibration options, plus where the shots come from, how
     many, how long. ``harmful_sets``: harmful prompts with refusals and compliant targets; ``benign_sets``:
     benign prompts with answers (the KL terms); ``borderline_sets``: borderline-but-safe prompts with helpful
-    answers (the helpfulness contrast, when ``help_weight`` > 0)."""
+    answers (the helpfulness contrast, when ``help_weight`` > 0). ``targets: aligned`` replaces the sets'
+    refusals and borderline answers by the aligned model's own answers to those prompts (the references
+    stage): what recalibration restores is then the aligned model's behavior, in its own words. ``scales``
+    (more than one): a generation check after the fit answers the harmful shots and the borderline prompts
+    greedily (``check_tokens`` new tokens; ``check_sets``: other harmful prompts to check with, their last
+    ``check_prompts`` rows, away from the first rows alignment takes) with the coefficients times each scale
+    and keeps the scale whose
+    answers refuse the harmful shots most while refusing the borderline prompts and looping least: the
+    teacher-forced objective cannot see that past a point the patched model loops instead of refusing."""
 
     harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-fewshot"])
     benign_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/benign-fewshot"])
     borderline_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/borderline"])
     shots: int = 8
     max_length: int = 96
+    targets: str = "reference"
+    scales: list[float] = dataclasses.field(default_factory=lambda: [0.5, 0.75, 1.0, 1.5, 2.0, 2.5])
+    check_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-fewshot"])
+    check_prompts: int = 24
+    check_tokens: int = 32
 
     def __post_init__(self):
         super().__post_init__()
         _pair_sets(self, "harmful_sets", "benign_sets", "borderline_sets")
+        require(
+            self.targets in ("reference", "aligned"),
+            "targets",
+            f"must be reference (the sets' texts) or aligned (the aligned model's own answers), got {self.targets!r}",
+        )
         require(self.shots >= 2, "shots", f"must be >= 2, got {self.shots}")
         require(self.max_length >= 1, "max_length", f"must be >= 1, got {self.max_length}")
+        require(
+            bool(self.scales) and all(isinstance(x, (int, float)) and x > 0 for x in self.scales),
+            "scales",
+            f"must be a non-empty list of positive multipliers, got {self.scales!r}",
+        )
+        require(self.check_tokens >= 1, "check_tokens", f"must be >= 1, got {self.check_tokens}")
+        require(self.check_prompts >= 0, "check_prompts", f"must be >= 0, got {self.check_prompts}")
+        _pair_sets(self, "check_sets", empty=True)
 
     def recalibration_config(self) -> RecalibrationConfig:
         """The library's options: every field of :class:`RecalibrationConfig`, none dropped."""

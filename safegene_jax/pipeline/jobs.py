@@ -204,14 +204,61 @@ REFUSAL = "I'm sorry, but I can't help with that."
 """The refusal the helpfulness contrast weighs a borderline prompt's helpful answer against."""
 
 
-def fewshot_batches(tokenizer: Any, cfg: PipelineConfig, model: TaskModel) -> dict:
+def reference_prompts(cfg: PipelineConfig) -> dict[str, list[dict]]:
+    """The recalibration shots whose answers ``recalibrate.targets: aligned`` takes from the aligned model:
+    the harmful prompts and the borderline-but-safe ones."""
+    r = cfg.recalibrate
+    out = {"harmful": _targets(r.harmful_sets, "recalibrate.harmful_sets")[: r.shots]}
+    if r.help_weight > 0:
+        out["borderline"] = _pairs(r.borderline_sets, r.shots)
+    return out
+
+
+def aligned_answers(aligned: Any, cfg: PipelineConfig, progress: bool = False) -> dict[str, list[str]]:
+    """The aligned model's own greedy answers to :func:`reference_prompts`: the behavior recalibration restores
+    (a refusal in its own words, ended as it ends them; a helpful answer to a borderline prompt)."""
+    from safegene_jax.eval.runs import respond
+
+    new = max(cfg.recalibrate.max_length // 2, 1)
+    return {
+        role: respond(
+            aligned,
+            [r["instruction"] for r in rows],
+            max_new_tokens=new,
+            batch_size=32,
+            progress=f"aligned answers ({role})" if progress else None,
+        )
+        for role, rows in reference_prompts(cfg).items()
+    }
+
+
+def own_words(rows: list[dict], answers: list[str], *, refusals: bool) -> list[dict]:
+    """``rows`` with each ``response`` replaced by the aligned model's answer where that answer is what the row
+    asks for (a refusal when ``refusals``, else a helpful answer) and does not loop, cut after its last whole
+    sentence; elsewhere the set's own response stays. So a harmful prompt the aligned model answered never
+    becomes a target to comply with."""
+    from safegene_jax.eval.judges import is_degenerate, is_refusal
+
+    out = []
+    for row, answer in zip(rows, answers, strict=True):
+        cut = max(answer.rfind(c) for c in ".!?")
+        answer = answer[: cut + 1] if cut > 0 else answer.strip()
+        ok = answer and is_refusal(answer) == refusals and not is_degenerate(answer)
+        out.append({**row, "response": answer} if ok else row)
+    return out
+
+
+def fewshot_batches(tokenizer: Any, cfg: PipelineConfig, model: TaskModel, answers: dict | None = None) -> dict:
     """The recalibration shots of one task model: harmful prompts with refusals and compliant targets, task
-    examples (apart from any model's fine-tuning ones) or benign answers, borderline prompts, benign prompts."""
+    examples (apart from any model's fine-tuning ones) or benign answers, borderline prompts, benign prompts.
+    ``answers`` (from :func:`aligned_answers`) replace the sets' refusals and borderline answers."""
     from safegene_jax.data.task_sets import task_records, task_size
 
     r = cfg.recalibrate
     enc = lambda rows, key: _batch(tokenizer, [(x["instruction"], x[key]) for x in rows], r.max_length)  # noqa: E731
-    harmful = _targets(r.harmful_sets, "recalibrate.harmful_sets")[: r.shots]
+    harmful = reference_prompts(cfg)["harmful"]
+    if answers is not None:
+        harmful = own_words(harmful, answers["harmful"], refusals=True)
     benign = _pairs(r.benign_sets, r.shots)
     out = {"harmful": enc(harmful, "response"), "compliant": enc(harmful, "target"), "fluency": enc(benign, "response")}
     if r.utility == "nll":
@@ -224,6 +271,8 @@ def fewshot_batches(tokenizer: Any, cfg: PipelineConfig, model: TaskModel) -> di
         out["utility"] = out["fluency"]
     if r.help_weight > 0:
         border = _pairs(r.borderline_sets, r.shots)
+        if answers is not None:
+            border = own_words(border, answers["borderline"], refusals=False)
         out["borderline"] = enc(border, "response")
         out["borderline_refusals"] = enc([{**x, "refusal": REFUSAL} for x in border], "refusal")
     return out
@@ -294,20 +343,24 @@ def recalibrate_model(
     model: TaskModel | str,
     *,
     ablation: str | None = None,
+    answers: dict | None = None,
     progress: bool = False,
 ) -> Any:
-    """The adapter's coefficients for one task model, from few shots (see :func:`fewshot_batches`).
-    ``ablation='no_utility'`` drops the utility and fluency terms."""
+    """The adapter's coefficients for one task model, from few shots (see :func:`fewshot_batches`; ``answers``:
+    the aligned model's own, for ``recalibrate.targets: aligned``). ``ablation='no_utility'`` drops the
+    utility and fluency terms."""
     from safegene_jax.method.recalibration import recalibrate
 
     if isinstance(model, str):
         model = TaskModel(model, model, cfg.finetune.harmful_fraction, 1, "aligned", 0)
     adapter.check(task_lm.params)
-    shots = fewshot_batches(task_lm.tokenizer, cfg, model)
+    if cfg.recalibrate.targets == "aligned" and answers is None:
+        raise ConfigError("recalibrate.targets: aligned needs the aligned model's answers (the references stage)")
+    shots = fewshot_batches(task_lm.tokenizer, cfg, model, answers if cfg.recalibrate.targets == "aligned" else None)
     config = cfg.recalibrate.recalibration_config()
     if ablation == "no_utility":
         config = dataclasses.replace(config, lam=0.0, kl_weight=0.0)
-    return recalibrate(
+    rec = recalibrate(
         task_lm.apply,
         task_lm.params,
         adapter.vector,
@@ -321,6 +374,51 @@ def recalibrate_model(
         fluency=shots["fluency"],
         progress=progress,
     )
+    if len(cfg.recalibrate.scales) > 1:
+        scale, table = check_scales(task_lm, adapter, rec.coeffs, cfg, progress=progress)
+        rec = rec.scaled(scale, table)
+    return rec
+
+
+def check_scales(task_lm: Any, adapter: Any, coeffs: Any, cfg: PipelineConfig, progress: bool = False) -> tuple:
+    """The generation check of ``recalibrate.scales``: for each scale, greedy answers of the task model patched
+    with ``coeffs`` times it, to the harmful shots (refused, not looping: good) and the borderline-but-safe
+    prompts (refused: bad); looping anywhere is bad. Returns the scale with the best
+    ``refused - over_refused - degenerate`` (ties: the one nearest 1) and the table of every scale."""
+    from safegene_jax.eval.judges import KeywordJudge
+    from safegene_jax.eval.runs import respond
+
+    r = cfg.recalibrate
+    if r.check_sets:
+        rows = _pairs(r.check_sets)
+        harmful = [x["instruction"] for x in rows[-(r.check_prompts or r.shots) :]]
+    else:
+        harmful = [x["instruction"] for x in reference_prompts(cfg)["harmful"]]
+    border = [x["instruction"] for x in _pairs(r.borderline_sets, r.shots)]
+    judge, table = KeywordJudge(), []
+    for scale in r.scales:
+        params = adapter.apply(task_lm.params, np.asarray(coeffs) * scale)
+        answers = respond(
+            task_lm,
+            harmful + border,
+            params=params,
+            max_new_tokens=r.check_tokens,
+            batch_size=32,
+            progress=f"check x{scale:g}" if progress else None,
+        )
+        del params
+        verdicts = judge(harmful + border, answers)
+        vh, vb = verdicts[: len(harmful)], verdicts[len(harmful) :]
+        row = {
+            "scale": float(scale),
+            "refused": float(np.mean([v.refused and not v.degenerate for v in vh])),
+            "over_refused": float(np.mean([v.refused for v in vb])) if vb else 0.0,
+            "degenerate": float(np.mean([v.degenerate for v in verdicts])),
+        }
+        row["score"] = row["refused"] - row["over_refused"] - row["degenerate"]
+        table.append(row)
+    best = max(table, key=lambda x: (round(x["score"], 9), -abs(np.log(x["scale"]))))
+    return best["scale"], table
 
 
 def variant_params(
@@ -385,7 +483,9 @@ def check_held_out(cfg: PipelineConfig) -> None:
     seen_sets = set(cfg.align.harmful_sets + cfg.align.benign_sets + cfg.degrade.harmful_sets)
     seen_sets |= set(cfg.finetune.harmful_sets + cfg.select.harmful_sets + cfg.select.benign_sets)
     seen_sets |= set(cfg.recalibrate.harmful_sets + cfg.recalibrate.benign_sets)
-    if cfg.recalibrate.help_weight > 0:
+    if len(cfg.recalibrate.scales) > 1:
+        seen_sets |= set(cfg.recalibrate.check_sets)
+    if cfg.recalibrate.help_weight > 0 or len(cfg.recalibrate.scales) > 1:
         seen_sets |= set(cfg.recalibrate.borderline_sets)
     seen = {n: [r["instruction"] for r in pair_set(n)] for n in sorted(seen_sets)}
     for t in cfg.finetune.tasks:

@@ -142,6 +142,16 @@ class Run:
             self.memo["adapter"] = SafetyAdapter.load(self.root / "adapter")
         return self.memo["adapter"]
 
+    def references(self) -> dict | None:
+        """The aligned model's answers to the recalibration shots (the references stage), when they are the
+        targets; else ``None``."""
+        path = self.root / "references.json"
+        if self.cfg.recalibrate.targets != "aligned":
+            return None
+        if "references" not in self.memo:
+            self.memo["references"] = json.loads(path.read_text())
+        return self.memo["references"]
+
     def vector(self) -> Any:
         """The whole safety vector ``aligned - degraded`` (the baselines' input)."""
         if "vector" not in self.memo:

@@ -1,6 +1,6 @@
 """The stage table: every pipeline stage declared once.
 
-A :class:`Stage` names itself (a template such as ``finetune/{task}``, expanded once per item of its ``per``
+A :class:`Stage` names itself (a template such as ``finetune/{model}``, expanded once per item of its ``per``
 function), the config keys it reads, the stages it builds on, its outputs under ``out_dir`` and its work.
 Everything else derives from the table: :func:`plan` expands it in order into the run's stages with their
 cache keys (a hash of what the stage reads, its item and its upstream keys), the runner executes that plan
@@ -62,10 +62,20 @@ def _per_variant(*methods: str, ablations: tuple[str, ...] = ()) -> Callable[[Pi
     return per
 
 
+def _references(cfg: PipelineConfig) -> str:
+    """The stage recalibration also builds on: the aligned model's answers, when they are its targets."""
+    return "references" if cfg.recalibrate.targets == "aligned" else ""
+
+
+def _per_recalibration(cfg: PipelineConfig) -> list[dict]:
+    """One item per task model, with the references stage it builds on (or none)."""
+    return [{**it, "references": _references(cfg)} for it in _per_model(cfg)]
+
+
 def _per_ablation(cfg: PipelineConfig) -> list[dict]:
     """One item per task model and ablation that has a recalibration of its own."""
     return [
-        {"model": it["model"], "task": it["task"], "ablation": it["value"]}
+        {"model": it["model"], "task": it["task"], "ablation": it["value"], "references": _references(cfg)}
         for it in _per_variant("ablation", ablations=RECALIBRATED_ABLATIONS)(cfg)
     ]
 
@@ -76,8 +86,9 @@ RECALIBRATED_ABLATIONS = ("all_layers", "random_layers", "no_utility")
 
 def _judge_version() -> str:
     from safegene_jax.eval.judges import JUDGE_RULES, REFUSAL_STRINGS
+    from safegene_jax.eval.metrics import METRIC_RULES
 
-    return _hash(REFUSAL_STRINGS, JUDGE_RULES)  # a changed judge judges again
+    return _hash(REFUSAL_STRINGS, JUDGE_RULES, METRIC_RULES)  # a changed judge or scoring evaluates again
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +99,8 @@ class Stage:
         name: the stage's name, a template over its item (``eval/{task}/resta``).
         help: one line for listings.
         reads: config keys whose values enter the cache key: sections, top-level keys or dotted keys.
-        after: templates of the stages it builds on (earlier in the table).
+        after: templates of the stages it builds on (earlier in the table); one that an item fills with ""
+            is left out.
         outputs: templates of the files or folders it writes, relative to ``out_dir``; a stage whose outputs
             are missing runs again.
         work: ``work(run, **item) -> info dict``; does the stage's work and writes its outputs.
@@ -156,7 +168,7 @@ def plan(cfg: PipelineConfig, root: pathlib.Path | None = None) -> list[Planned]
     for stage in STAGES:
         for item in stage.per(cfg):
             name = stage.name.format(**item)
-            after = tuple(a.format(**item) for a in stage.after)
+            after = tuple(a.format(**item) for a in stage.after if a.format(**item))  # "" builds on nothing
             if name in keys:  # pragma: no cover - a bug in the table
                 raise ConfigError(f"two stages are both named {name}")
             unknown = [a for a in after if a not in keys]
@@ -200,6 +212,12 @@ def _adapter(run: Run) -> dict:
     return {"layers": adapter.layers, "summary": json.loads(adapter.summary())}
 
 
+def _write_references(run: Run) -> dict:
+    answers = jobs.aligned_answers(run.model("aligned"), run.cfg, progress=run.progress)
+    run.write_json(run.root / "references.json", answers)
+    return {role: len(rows) for role, rows in answers.items()}
+
+
 def _finetune(run: Run, model: str, parent: str, **item) -> dict:
     spec = run.task_model(model)
     return run.train(
@@ -209,7 +227,12 @@ def _finetune(run: Run, model: str, parent: str, **item) -> dict:
 
 def _recalibrate(run: Run, model: str, **item) -> dict:
     rec = jobs.recalibrate_model(
-        run.model(f"task-{model}"), run.adapter(), run.cfg, run.task_model(model), progress=run.progress
+        run.model(f"task-{model}"),
+        run.adapter(),
+        run.cfg,
+        run.task_model(model),
+        answers=run.references(),
+        progress=run.progress,
     )
     run.write_json(run.root / "recalibration" / f"{model}.json", jobs.coefficients_record(rec))
     return {"alpha": rec.alpha.tolist(), "best_step": rec.best_step, "steps_run": len(rec.history)}
@@ -218,7 +241,13 @@ def _recalibrate(run: Run, model: str, **item) -> dict:
 def _recalibrate_ablation(run: Run, model: str, ablation: str, **item) -> dict:
     adapter = run.ablation_adapter(ablation)
     rec = jobs.recalibrate_model(
-        run.model(f"task-{model}"), adapter, run.cfg, run.task_model(model), ablation=ablation, progress=run.progress
+        run.model(f"task-{model}"),
+        adapter,
+        run.cfg,
+        run.task_model(model),
+        ablation=ablation,
+        answers=run.references(),
+        progress=run.progress,
     )
     run.write_json(run.root / "recalibration" / f"{model}--{ablation}.json", jobs.coefficients_record(rec))
     return {"layers": rec.layers, "alpha": rec.alpha.tolist(), "best_step": rec.best_step}
@@ -267,6 +296,21 @@ STAGES: tuple[Stage, ...] = (
         work=_adapter,
     ),
     Stage(
+        "references",
+        "the aligned model's own answers to the recalibration shots (recalibrate.targets: aligned)",
+        reads=(
+            "recalibrate.harmful_sets",
+            "recalibrate.borderline_sets",
+            "recalibrate.shots",
+            "recalibrate.max_length",
+            "recalibrate.help_weight",
+        ),
+        after=("align",),
+        outputs=("references.json",),
+        work=_write_references,
+        per=lambda cfg: [{}] if _references(cfg) else [],
+    ),
+    Stage(
         "finetune/{model}",
         "a task model, fine-tuned from the aligned one (or its previous generation) with its harmful fraction",
         reads=("seed", "finetune"),
@@ -280,16 +324,16 @@ STAGES: tuple[Stage, ...] = (
         "recalibrate/{model}",
         "few-shot coefficients of the adapter's layers for the task model",
         reads=("recalibrate",),
-        after=("adapter", "finetune/{model}"),
+        after=("adapter", "finetune/{model}", "{references}"),
         outputs=("recalibration/{model}.json",),
         work=_recalibrate,
-        per=_per_model,
+        per=_per_recalibration,
     ),
     Stage(
         "recalibrate/{model}/{ablation}",
         "an ablation's coefficients: all layers, random layers, or without the utility terms",
         reads=("recalibrate", "seed"),
-        after=("adapter", "finetune/{model}"),
+        after=("adapter", "finetune/{model}", "{references}"),
         outputs=("recalibration/{model}--{ablation}.json",),
         work=_recalibrate_ablation,
         per=_per_ablation,
