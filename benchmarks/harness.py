@@ -67,10 +67,14 @@ def random_layer_vector(params, layers=None, scale: float = 1e-3, seed: int = 0)
 
 
 def embedded_batches(tokenizer, split: str, count: int, length: int):
-    """(harmful with refusals, benign with answers) batches from one split of the embedded data."""
-    from safegene_jax.pipeline.jobs import safety_batches
+    """(harmful with refusals, benign with answers) batches from one split (``probe``, ``fewshot``) of the
+    embedded data, as the pipeline builds them."""
+    from safegene_jax.pipeline import jobs
 
-    return safety_batches(tokenizer, split, count, length)
+    return tuple(
+        jobs._batch(tokenizer, [(r["instruction"], r["response"]) for r in jobs._pairs([name], count)], length)
+        for name in (f"embedded/harmful-{split}", f"embedded/benign-{split}")
+    )
 
 
 def write_json(path: str | None, results: dict) -> None:
