@@ -50,8 +50,8 @@ def main() -> None:
             aligned = sg.load_model(args.run_dir / "models" / "aligned").params
             vector = sg.safety_vector(aligned, sg.load_model(args.run_dir / "models" / "degraded").params)
             del aligned
+        layers = range(num_layers) if which == "all" else adapter.layers
         for c in (float(x) for x in args.coeffs.split(",")):
-            layers = range(num_layers) if which == "all" else adapter.layers
             coeffs = [c if i in layers else 0.0 for i in range(num_layers)]
             params = adapter.apply(lm.params, coeffs) if which == "sel" else sg.apply_vector(lm.params, vector, coeffs)
             vh = judge(harm, respond(lm, harm, params=params, max_new_tokens=32, batch_size=32))

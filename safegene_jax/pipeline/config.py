@@ -216,12 +216,12 @@ class RecalibrateSection(RecalibrationConfig):
     answers (the helpfulness contrast, when ``help_weight`` > 0). ``targets: aligned`` replaces the sets'
     refusals and borderline answers by the aligned model's own answers to those prompts (the references
     stage): what recalibration restores is then the aligned model's behavior, in its own words. ``scales``
-    (more than one): a generation check after the fit answers the harmful shots and the borderline prompts
-    greedily (``check_tokens`` new tokens; ``check_sets``: other harmful prompts to check with, their last
-    ``check_prompts`` rows, away from the first rows alignment takes) with the coefficients times each scale
-    and keeps the scale whose
-    answers refuse the harmful shots most while refusing the borderline prompts and looping least: the
-    teacher-forced objective cannot see that past a point the patched model loops instead of refusing."""
+    (more than one value, :attr:`checks`): a generation check after the fit answers harmful prompts (the last
+    ``check_prompts`` rows of ``check_sets``, away from the first rows alignment takes; an empty list: the
+    harmful shots) and the borderline prompts greedily (``check_tokens`` new tokens) with the coefficients
+    times each scale, and keeps the scale whose answers refuse the harmful prompts most while refusing the
+    borderline ones and looping least: the teacher-forced objective cannot see that past a point the
+    patched model loops instead of refusing."""
 
     harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-fewshot"])
     benign_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/benign-fewshot"])
@@ -252,6 +252,11 @@ class RecalibrateSection(RecalibrationConfig):
         require(self.check_tokens >= 1, "check_tokens", f"must be >= 1, got {self.check_tokens}")
         require(self.check_prompts >= 0, "check_prompts", f"must be >= 0, got {self.check_prompts}")
         _pair_sets(self, "check_sets", empty=True)
+
+    @property
+    def checks(self) -> bool:
+        """Whether a generation check picks the coefficients' scale (more than one scale to choose from)."""
+        return len(self.scales) > 1
 
     def recalibration_config(self) -> RecalibrationConfig:
         """The library's options: every field of :class:`RecalibrationConfig`, none dropped."""

@@ -347,8 +347,8 @@ def recalibrate_model(
     progress: bool = False,
 ) -> Any:
     """The adapter's coefficients for one task model, from few shots (see :func:`fewshot_batches`; ``answers``:
-    the aligned model's own, for ``recalibrate.targets: aligned``). ``ablation='no_utility'`` drops the
-    utility and fluency terms."""
+    the aligned model's own, needed with ``recalibrate.targets: aligned``, else ``None``).
+    ``ablation='no_utility'`` drops the utility and fluency terms."""
     from safegene_jax.method.recalibration import recalibrate
 
     if isinstance(model, str):
@@ -356,7 +356,7 @@ def recalibrate_model(
     adapter.check(task_lm.params)
     if cfg.recalibrate.targets == "aligned" and answers is None:
         raise ConfigError("recalibrate.targets: aligned needs the aligned model's answers (the references stage)")
-    shots = fewshot_batches(task_lm.tokenizer, cfg, model, answers if cfg.recalibrate.targets == "aligned" else None)
+    shots = fewshot_batches(task_lm.tokenizer, cfg, model, answers)
     config = cfg.recalibrate.recalibration_config()
     if ablation == "no_utility":
         config = dataclasses.replace(config, lam=0.0, kl_weight=0.0)
@@ -374,7 +374,7 @@ def recalibrate_model(
         fluency=shots["fluency"],
         progress=progress,
     )
-    if len(cfg.recalibrate.scales) > 1:
+    if cfg.recalibrate.checks:
         scale, table = check_scales(task_lm, adapter, rec.coeffs, cfg, progress=progress)
         rec = rec.scaled(scale, table)
     return rec
@@ -390,24 +390,23 @@ def check_scales(task_lm: Any, adapter: Any, coeffs: Any, cfg: PipelineConfig, p
 
     r = cfg.recalibrate
     if r.check_sets:
-        rows = _pairs(r.check_sets)
-        harmful = [x["instruction"] for x in rows[-(r.check_prompts or r.shots) :]]
+        harmful = [x["instruction"] for x in _pairs(r.check_sets)[-(r.check_prompts or r.shots) :]]
     else:
         harmful = [x["instruction"] for x in reference_prompts(cfg)["harmful"]]
     border = [x["instruction"] for x in _pairs(r.borderline_sets, r.shots)]
-    judge, table = KeywordJudge(), []
+    prompts, judge, table = harmful + border, KeywordJudge(), []
     for scale in r.scales:
         params = adapter.apply(task_lm.params, np.asarray(coeffs) * scale)
         answers = respond(
             task_lm,
-            harmful + border,
+            prompts,
             params=params,
             max_new_tokens=r.check_tokens,
             batch_size=32,
             progress=f"check x{scale:g}" if progress else None,
         )
         del params
-        verdicts = judge(harmful + border, answers)
+        verdicts = judge(prompts, answers)
         vh, vb = verdicts[: len(harmful)], verdicts[len(harmful) :]
         row = {
             "scale": float(scale),
@@ -483,9 +482,9 @@ def check_held_out(cfg: PipelineConfig) -> None:
     seen_sets = set(cfg.align.harmful_sets + cfg.align.benign_sets + cfg.degrade.harmful_sets)
     seen_sets |= set(cfg.finetune.harmful_sets + cfg.select.harmful_sets + cfg.select.benign_sets)
     seen_sets |= set(cfg.recalibrate.harmful_sets + cfg.recalibrate.benign_sets)
-    if len(cfg.recalibrate.scales) > 1:
+    if cfg.recalibrate.checks:
         seen_sets |= set(cfg.recalibrate.check_sets)
-    if cfg.recalibrate.help_weight > 0 or len(cfg.recalibrate.scales) > 1:
+    if cfg.recalibrate.help_weight > 0 or cfg.recalibrate.checks:
         seen_sets |= set(cfg.recalibrate.borderline_sets)
     seen = {n: [r["instruction"] for r in pair_set(n)] for n in sorted(seen_sets)}
     for t in cfg.finetune.tasks:

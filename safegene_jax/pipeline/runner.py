@@ -145,11 +145,10 @@ class Run:
     def references(self) -> dict | None:
         """The aligned model's answers to the recalibration shots (the references stage), when they are the
         targets; else ``None``."""
-        path = self.root / "references.json"
         if self.cfg.recalibrate.targets != "aligned":
             return None
         if "references" not in self.memo:
-            self.memo["references"] = json.loads(path.read_text())
+            self.memo["references"] = json.loads((self.root / "references.json").read_text())
         return self.memo["references"]
 
     def vector(self) -> Any:
