@@ -25,6 +25,8 @@ from safegene_jax.eval import (
     plot_layer_scores,
     plot_tradeoff,
     rate_with_ci,
+    rejudge_safety,
+    rescore_task,
 )
 from safegene_jax.method.selection import LayerScores
 
@@ -52,6 +54,18 @@ def test_coherence_check():
     assert is_degenerate("") and is_degenerate("   ") and is_degenerate("!" * 40)
     assert is_degenerate("the cat sat " * 10)
     assert not is_degenerate("The capital of France is Paris, a city on the Seine.")
+    # loops of a short unit, and loops under rising numbers (seen in the study's answers)
+    assert is_degenerate("1. 1.1.1.1.1.1.1.1.1.1.1.1.1.1.1")
+    assert is_degenerate('The platform, known as "MegaMegaMegaMegaMegaMegaMegaMegaMega')
+    assert is_degenerate("The phone number is 1100000000000000000000")
+    assert is_degenerate("1. 1. 2. 3. 4. 5. 6. 7. 8. 9. 10")
+    assert is_degenerate("1. **Spread**\n2. **Spread**\n3. **Spread**\n4. **Spread**\n5. **S")
+    # ... but not lists, tables, rules, code or numbers
+    assert not is_degenerate("1. Preheat the oven.\n2. Mix flour and sugar.\n3. Bake for 20 minutes.")
+    assert not is_degenerate("| a | b |\n|----------------|----------|\n| 1 | 2 |")
+    assert not is_degenerate("Here is **bold** text, then a rule:\n********\nand more.")
+    assert not is_degenerate("def f(x):\n        return x + 1\n\nprint(f(1000000))")
+    assert not is_degenerate("The sum of 1000000 and 2000000 is 3000000.")
 
 
 def test_guard_prompt_and_parsing():
@@ -113,6 +127,31 @@ def test_evaluation_runs_write_records(tmp_path):
         out=tmp_path / "task.jsonl",
     )
     assert task["utility"]["n"] == 2 and task["metric"] == "accuracy" and (tmp_path / "task.summary.json").exists()
+
+    # judged again from the saved answers: the same summary, the same rows
+    before = (tmp_path / "safety.jsonl").read_text()
+    assert rejudge_safety(tmp_path / "safety.jsonl") == summary
+    assert (tmp_path / "safety.jsonl").read_text() == before
+    assert rescore_task(tmp_path / "task.jsonl", "arithmetic") == task
+    # another judge: its verdicts replace the saved ones
+    again = rejudge_safety(tmp_path / "safety.jsonl", judge=KeywordJudge("gcg"))
+    assert again["judge"] == "keyword:gcg" and json.loads((tmp_path / "safety.summary.json").read_text()) == again
+
+
+def test_rejudging_names_missing_or_damaged_answers(tmp_path):
+    from safegene_jax.core.errors import DataError
+
+    with pytest.raises(DataError, match="no saved answers"):
+        rejudge_safety(tmp_path / "none.jsonl")
+    (tmp_path / "bad.jsonl").write_text('{"set": "a", "role": "harmful"\n')
+    with pytest.raises(DataError, match="bad.jsonl: line 1 is not JSON"):
+        rejudge_safety(tmp_path / "bad.jsonl")
+    (tmp_path / "short.jsonl").write_text('{"set": "a", "prompt": "p"}\n')
+    with pytest.raises(DataError, match="row 1 lacks"):
+        rejudge_safety(tmp_path / "short.jsonl")
+    with pytest.raises(DataError, match="lacks response or answer"):
+        rescore_task(tmp_path / "short.jsonl", "arithmetic")
+    assert (tmp_path / "short.jsonl").read_text() == '{"set": "a", "prompt": "p"}\n'  # nothing rewritten
 
 
 def test_report_and_plots(tmp_path):

@@ -119,6 +119,39 @@ def test_failed_stage_resumes_where_it_stopped(tiny_folder, tmp_path, monkeypatc
     assert [r.name for r in result.stages if r.status == "ran"] == ["adapter"]
 
 
+def test_changed_judge_judges_saved_answers_again(tiny_folder, tmp_path, monkeypatch):
+    """A new judge version re-judges the saved answers of every evaluation, generating nothing."""
+    from safegene_jax.eval import judges
+    from safegene_jax.pipeline import run_pipeline
+
+    cfg = _fixture_config(tiny_folder, tmp_path / "run")
+    first = run_pipeline(cfg, progress=False, echo=lambda s: None)
+    evals = {k for k in stage_keys(cfg) if k.startswith("eval/")}
+    saved = (tmp_path / "run" / "eval" / "arithmetic--task.safety.jsonl").read_text()
+
+    def no_generation(*a, **k):
+        raise AssertionError("a changed judge must not generate")
+
+    monkeypatch.setattr(jobs, "evaluate_model", no_generation)
+    monkeypatch.setattr(judges, "JUDGE_RULES", judges.JUDGE_RULES + 100)
+    same = run_pipeline(cfg, progress=False, echo=lambda s: None)
+    assert {r.name for r in same.stages if r.status == "refreshed"} == evals
+    assert {r.status for r in same.stages if r.name not in evals} == {"cached"}
+    assert same.results == first.results  # the same rules in a new version: the same verdicts
+    assert (tmp_path / "run" / "eval" / "arithmetic--task.safety.jsonl").read_text() == saved
+    again = run_pipeline(cfg, progress=False, echo=lambda s: None)
+    assert {r.status for r in again.stages} == {"cached"}
+
+    # a stricter coherence check, judged on the same answers: every answer degenerate
+    monkeypatch.setattr(judges, "JUDGE_RULES", judges.JUDGE_RULES + 1)
+    monkeypatch.setattr(judges, "is_degenerate", lambda text, *a, **k: True)
+    strict = run_pipeline(cfg, progress=False, echo=lambda s: None)
+    assert all(strict.results[row]["degenerate_rate"]["rate"] == 1.0 for row in strict.results)
+    rows = (tmp_path / "run" / "eval" / "arithmetic--task.safety.jsonl").read_text().splitlines()
+    assert all(json.loads(r)["degenerate"] for r in rows)
+    assert [json.loads(r)["response"] for r in rows] == [json.loads(r)["response"] for r in saved.splitlines()]
+
+
 def test_bad_config_fails_before_any_work(tmp_path, capsys):
     out = tmp_path / "never"
     assert main(["demo", "--quick", f"out_dir={out}", "align.steps=0"]) == 2

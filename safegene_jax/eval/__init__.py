@@ -19,7 +19,7 @@ from safegene_jax.eval.judges import (
 )
 from safegene_jax.eval.metrics import answer_correct, bootstrap_ci, by_category, rate_with_ci
 from safegene_jax.eval.report import markdown_table, plot_layer_scores, plot_tradeoff
-from safegene_jax.eval.runs import evaluate_safety, evaluate_task, respond
+from safegene_jax.eval.runs import evaluate_safety, evaluate_task, rejudge_safety, rescore_task, respond
 
 __all__ = [
     "HAZARD_CATEGORIES",
@@ -41,5 +41,7 @@ __all__ = [
     "plot_layer_scores",
     "plot_tradeoff",
     "rate_with_ci",
+    "rejudge_safety",
+    "rescore_task",
     "respond",
 ]

@@ -3,7 +3,9 @@
 ``evaluate_safety`` answers harmful prompts (harmful rate), safe prompts (over-refusal) and, optionally,
 unsafe contrast prompts (their refusal rate), each possibly several named sets, and reports every judge
 side by side (the first decides the headline rates); ``evaluate_task`` answers task prompts (utility).
-Every response is written as a JSON line (set, prompt, response, verdicts) beside a summary JSON.
+Every response is written as a JSON line (set, prompt, response, verdicts) beside a summary JSON;
+``rejudge_safety`` and ``rescore_task`` judge or score those saved answers again without generating (a changed
+judge costs seconds, not an evaluation).
 
 Prompts are answered in batches of similar length (sorted by token count, answers put back in order), so
 little of each batch is padding.
@@ -11,12 +13,14 @@ little of each batch is padding.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from safegene_jax.core.errors import DataError
 from safegene_jax.eval.judges import KeywordJudge
 from safegene_jax.eval.metrics import GRADED_TASKS, answer_score, by_category, rate_with_ci
 
@@ -111,8 +115,7 @@ def evaluate_safety(
         ("safe", _named(safe, "safe")),
         ("contrast", _named(contrast, "contrast")),
     ]
-    rows: list[dict] = []
-    summary: dict = {"judge": judges[0].name, "judges": [j.name for j in judges], "sets": {}}
+    groups = []
     for role, sets in roles:
         for name, records in sets.items():
             if not records:
@@ -126,42 +129,113 @@ def evaluate_safety(
                 batch_size=batch_size,
                 progress=name if progress else None,
             )
-            verdicts = [j(prompts, responses) for j in judges]
-            refused = {j.name: [v.refused for v in vs] for j, vs in zip(judges, verdicts)}
-            degenerate = [v.degenerate for v in verdicts[0]]
-            key = "harmful_rate" if role == "harmful" else "refusal_rate"
-            entry = {
-                "role": role,
-                key: {
-                    name_: rate_with_ci([not x for x in r] if role == "harmful" else r) for name_, r in refused.items()
-                },
-                "degenerate_rate": rate_with_ci(degenerate),
-            }
-            cats = [r.get("category", "all") for r in records]
-            if role == "harmful":
-                entry["by_category"] = by_category([not x for x in refused[judges[0].name]], cats)
-            summary["sets"][name] = entry
-            head = judges[0].name
-            if role == "harmful" and "harmful_rate" not in summary:
-                summary["harmful_rate"] = entry["harmful_rate"][head]
-                summary["harmful_rate_by_category"] = entry["by_category"]
-                summary["degenerate_rate"] = entry["degenerate_rate"]
-            elif role == "safe" and "over_refusal_rate" not in summary:
-                summary["over_refusal_rate"] = entry["refusal_rate"][head]
-            rows += [
-                {
-                    "set": name,
-                    "role": role,
-                    "prompt": p,
-                    "response": resp,
-                    "category": c,
-                    **verdicts[0][i].to_dict(),
-                    "refused_by": {j: refused[j][i] for j in refused},
-                }
-                for i, (p, resp, c) in enumerate(zip(prompts, responses, cats))
-            ]
+            groups.append(_Answered(name, role, prompts, responses, [r.get("category", "all") for r in records]))
+    rows, summary = _judge_groups(groups, judges)
     _write(out, rows, summary)
     return summary
+
+
+@dataclasses.dataclass
+class _Answered:
+    """One prompt set's answers: its name, role (harmful, safe or contrast), prompts, responses, categories."""
+
+    name: str
+    role: str
+    prompts: list[str]
+    responses: list[str]
+    categories: list[str]
+
+
+def _judge_groups(groups: Sequence[_Answered], judges: Sequence[Any]) -> tuple[list[dict], dict]:
+    """The saved rows and the summary of answered prompt sets, judged by ``judges`` (the first decides)."""
+    rows: list[dict] = []
+    summary: dict = {"judge": judges[0].name, "judges": [j.name for j in judges], "sets": {}}
+    head = judges[0].name
+    for g in groups:
+        verdicts = [j(g.prompts, g.responses) for j in judges]
+        refused = {j.name: [v.refused for v in vs] for j, vs in zip(judges, verdicts)}
+        degenerate = [v.degenerate for v in verdicts[0]]
+        key = "harmful_rate" if g.role == "harmful" else "refusal_rate"
+        entry = {
+            "role": g.role,
+            key: {n: rate_with_ci([not x for x in r] if g.role == "harmful" else r) for n, r in refused.items()},
+            "degenerate_rate": rate_with_ci(degenerate),
+        }
+        if g.role == "harmful":
+            entry["by_category"] = by_category([not x for x in refused[head]], g.categories)
+        summary["sets"][g.name] = entry
+        if g.role == "harmful" and "harmful_rate" not in summary:
+            summary["harmful_rate"] = entry["harmful_rate"][head]
+            summary["harmful_rate_by_category"] = entry["by_category"]
+            summary["degenerate_rate"] = entry["degenerate_rate"]
+        elif g.role == "safe" and "over_refusal_rate" not in summary:
+            summary["over_refusal_rate"] = entry["refusal_rate"][head]
+        rows += [
+            {
+                "set": g.name,
+                "role": g.role,
+                "prompt": p,
+                "response": resp,
+                "category": c,
+                **verdicts[0][i].to_dict(),
+                "refused_by": {j: refused[j][i] for j in refused},
+            }
+            for i, (p, resp, c) in enumerate(zip(g.prompts, g.responses, g.categories))
+        ]
+    return rows, summary
+
+
+def _read_rows(path: pathlib.Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        raise DataError(f"{path}: no saved answers to judge again (run the evaluation)") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: line {e.lineno} is not JSON ({e.msg}); run the evaluation again") from None
+
+
+def rejudge_safety(path: str | os.PathLike, *, judge: Any = None, judges: Sequence[Any] = ()) -> dict:
+    """Judges the answers saved by :func:`evaluate_safety` at ``path`` again, without generating: rewrites the
+    file's verdicts and its summary, and returns the summary (the same as a fresh evaluation with these judges
+    would give for the same answers). For a changed judge or coherence check.
+
+    Example::
+
+        summary = rejudge_safety("runs/demo/eval/aligned.safety.jsonl")
+    """
+    path = pathlib.Path(path)
+    judges = [judge or KeywordJudge()] + [j for j in judges if j is not None]
+    groups: dict[str, _Answered] = {}
+    for i, row in enumerate(_read_rows(path), 1):
+        try:
+            g = groups.setdefault(row["set"], _Answered(row["set"], row["role"], [], [], []))
+            g.prompts.append(row["prompt"])
+            g.responses.append(row["response"])
+            g.categories.append(row.get("category", "all"))
+        except (KeyError, TypeError):
+            raise DataError(f"{path}: row {i} lacks set, role, prompt or response; run the evaluation again") from None
+    rows, summary = _judge_groups(list(groups.values()), judges)
+    _write(path, rows, summary)
+    return summary
+
+
+def rescore_task(path: str | os.PathLike, task: str) -> dict:
+    """Scores the answers saved by :func:`evaluate_task` at ``path`` again (for changed scoring rules), without
+    generating; rewrites the file and its summary and returns the summary."""
+    path = pathlib.Path(path)
+    rows = _read_rows(path)
+    try:
+        scores = [answer_score(task, r["response"], r["answer"]) for r in rows]
+    except (KeyError, TypeError):
+        raise DataError(f"{path}: a row lacks response or answer; run the evaluation again") from None
+    summary = _task_summary(task, scores)
+    _write(path, [{**r, "score": s} for r, s in zip(rows, scores)], summary)
+    return summary
+
+
+def _task_summary(task: str, scores: Sequence[float]) -> dict:
+    metric = "rougeL" if task in GRADED_TASKS else "accuracy"
+    return {"task": task, "metric": metric, "utility": rate_with_ci(scores)}
 
 
 def evaluate_task(
@@ -190,8 +264,7 @@ def evaluate_task(
         progress=task if progress else None,
     )
     scores = [answer_score(task, resp, str(r[answer_key])) for resp, r in zip(responses, records)]
-    metric = "rougeL" if task in GRADED_TASKS else "accuracy"
-    summary = {"task": task, "metric": metric, "utility": rate_with_ci(scores)}
+    summary = _task_summary(task, scores)
     _write(
         out,
         [

@@ -551,6 +551,18 @@ def evaluate_model(
     return result
 
 
+def rejudge_model(cfg: PipelineConfig, *, out: Any, tasks: Sequence[str] = ()) -> dict:
+    """What :func:`evaluate_model` returned for the answers it saved under the prefix ``out``, judged and scored
+    again with the current rules (no generation)."""
+    from safegene_jax.eval.judges import KeywordJudge
+    from safegene_jax.eval.runs import rejudge_safety, rescore_task
+
+    judges = [KeywordJudge(name) for name in cfg.eval.judges]
+    result = rejudge_safety(f"{out}.safety.jsonl", judge=judges[0], judges=judges[1:])
+    result["utility"] = {task: rescore_task(f"{out}.{task}.jsonl", task)["utility"] for task in tasks}
+    return result
+
+
 def coefficients_record(rec: Any) -> dict:
     """A JSON-able record of a :class:`~safegene_jax.method.Recalibration`."""
     d = dataclasses.asdict(rec)

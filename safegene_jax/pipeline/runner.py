@@ -45,7 +45,7 @@ from safegene_jax.pipeline.stages import Planned, plan
 class StageRecord:
     name: str
     key: str
-    status: str  # "ran" or "cached"
+    status: str  # "ran", "cached" or "refreshed" (judged again)
     seconds: float
 
 
@@ -204,6 +204,12 @@ class Run:
         )
         write_json(eval_dir / f"{name}.json", result)
 
+    def rejudge(self, name: str, tasks: list[str]) -> None:
+        """Judges and scores the saved answers of evaluation ``name`` again (a changed judge), without
+        generating."""
+        eval_dir = self.root / "eval"
+        write_json(eval_dir / f"{name}.json", jobs.rejudge_model(self.cfg, out=eval_dir / name, tasks=tasks))
+
     def plot(self, name: str, scores: Any, selected: Any) -> None:
         from safegene_jax.eval.report import plot_layer_scores, plots_available
 
@@ -215,26 +221,40 @@ class Run:
     def _record_path(self, name: str) -> pathlib.Path:
         return self.root / "stages" / (file_name(name) + ".json")
 
-    def cached(self, planned: Planned) -> bool:
+    def cached(self, planned: Planned) -> dict | None:
+        """The stage's record when its key is current and its outputs exist, else ``None``."""
         path = self._record_path(planned.name)
         if not path.exists():
-            return False
+            return None
         record = json.loads(path.read_text())
-        return record.get("key") == planned.key and all(p.exists() for p in planned.outputs)
+        if record.get("key") == planned.key and all(p.exists() for p in planned.outputs):
+            return record
+        return None
 
     def execute(self, planned: Planned, position: str) -> StageRecord:
-        """Runs one planned stage unless it is cached; its record is written after its outputs."""
-        if self.cached(planned):
+        """Runs one planned stage unless it is cached; a cached stage whose rules version changed (a judge) is
+        refreshed instead of rerun. Its record is written after its outputs."""
+        stage = planned.stage
+        version = stage.version() if stage.version is not None else None
+        record = self.cached(planned)
+        if record is not None and record.get("version") == version:
             self.echo(f"[{position}] {planned.name}: cached")
             return StageRecord(planned.name, planned.key, "cached", 0.0)
-        self.echo(f"[{position}] {planned.name}: running")
+        refresh = record is not None and stage.refresh is not None
+        self.echo(f"[{position}] {planned.name}: {'judging again' if refresh else 'running'}")
         t0 = time.perf_counter()
         self.current = planned
-        info = planned.stage.work(self, **planned.item) or {}
+        if refresh:
+            info = {**record.get("info", {}), **(stage.refresh(self, **planned.item) or {})}
+        else:
+            info = stage.work(self, **planned.item) or {}
         seconds = time.perf_counter() - t0
-        write_json(self._record_path(planned.name), {"key": planned.key, "seconds": seconds, "info": info})
+        new = {"key": planned.key, "seconds": record["seconds"] if refresh else seconds, "info": info}
+        if version is not None:
+            new["version"] = version
+        write_json(self._record_path(planned.name), new)
         self.echo(f"[{position}] {planned.name}: done in {seconds:.1f} s")
-        return StageRecord(planned.name, planned.key, "ran", seconds)
+        return StageRecord(planned.name, planned.key, "refreshed" if refresh else "ran", seconds)
 
 
 def selected(stages: list[Planned], patterns: list[str] | None) -> list[Planned]:

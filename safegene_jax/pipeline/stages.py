@@ -88,7 +88,7 @@ def _judge_version() -> str:
     from safegene_jax.eval.judges import JUDGE_RULES, REFUSAL_STRINGS
     from safegene_jax.eval.metrics import METRIC_RULES
 
-    return _hash(REFUSAL_STRINGS, JUDGE_RULES, METRIC_RULES)  # a changed judge or scoring evaluates again
+    return _hash(REFUSAL_STRINGS, JUDGE_RULES, METRIC_RULES)  # a changed judge or scoring judges again
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,7 +106,11 @@ class Stage:
         work: ``work(run, **item) -> info dict``; does the stage's work and writes its outputs.
         per: ``per(cfg) -> items`` (dicts filling the templates); one stage instance per item.
         ignores: dotted keys under ``reads`` left out of the key (a task list does not touch other tasks).
-        salt: the version of code whose change must rerun the stage (the judge's rules).
+        salt: the version of code whose change must rerun the stage.
+        version: the version of rules whose change refreshes the stage's outputs rather than rerunning it (the
+            judge's rules); recorded beside the key.
+        refresh: ``refresh(run, **item) -> info``: brings cached outputs up to a changed ``version`` (judges
+            saved answers again); without it, a changed version reruns the stage.
         kind: the entry's own name where several entries expand to names of one form (the evaluations of
             each method); default ``name``.
     """
@@ -120,6 +124,8 @@ class Stage:
     per: Callable[[PipelineConfig], list[dict]] = _once
     ignores: tuple[str, ...] = ()
     salt: Callable[[], str] | None = None
+    version: Callable[[], str] | None = None
+    refresh: Callable[..., dict | None] | None = None
     kind: str = ""
 
 
@@ -253,12 +259,16 @@ def _recalibrate_ablation(run: Run, model: str, ablation: str, **item) -> dict:
     return {"layers": rec.layers, "alpha": rec.alpha.tolist(), "best_step": rec.best_step}
 
 
-def _eval_reference(name: str, tasks: Callable[[PipelineConfig], list[str]]) -> Callable[[Run], dict]:
+def _eval_reference(name: str, tasks: Callable[[PipelineConfig], list[str]]) -> dict:
     def work(run: Run) -> dict:
         run.evaluate(name, run.model(name).params, tasks(run.cfg))
         return {}
 
-    return work
+    def refresh(run: Run) -> dict:
+        run.rejudge(name, tasks(run.cfg))
+        return {}
+
+    return {"work": work, "refresh": refresh, "version": _judge_version}
 
 
 def _eval_variant(run: Run, model: str, task: str, variant: str, method: str, value: Any) -> dict:
@@ -267,7 +277,12 @@ def _eval_variant(run: Run, model: str, task: str, variant: str, method: str, va
     return {}
 
 
-_EVAL = {"reads": ("eval",), "work": _eval_variant, "salt": _judge_version}
+def _rejudge_variant(run: Run, model: str, task: str, variant: str, **item) -> dict:
+    run.rejudge(f"{model}--{variant}", [task])
+    return {}
+
+
+_EVAL = {"reads": ("eval",), "work": _eval_variant, "version": _judge_version, "refresh": _rejudge_variant}
 _OUT = ("eval/{model}--{variant}.json",)
 
 STAGES: tuple[Stage, ...] = (
@@ -344,8 +359,7 @@ STAGES: tuple[Stage, ...] = (
         reads=("eval", "finetune.tasks"),
         after=("align",),
         outputs=("eval/aligned.json",),
-        work=_eval_reference("aligned", lambda cfg: list(cfg.finetune.tasks)),
-        salt=_judge_version,
+        **_eval_reference("aligned", lambda cfg: list(cfg.finetune.tasks)),
     ),
     Stage(
         "eval/degraded",
@@ -353,8 +367,7 @@ STAGES: tuple[Stage, ...] = (
         reads=("eval",),
         after=("degrade",),
         outputs=("eval/degraded.json",),
-        work=_eval_reference("degraded", lambda cfg: []),
-        salt=_judge_version,
+        **_eval_reference("degraded", lambda cfg: []),
     ),
     Stage(
         "eval/{model}/task",
