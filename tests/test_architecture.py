@@ -25,7 +25,20 @@ ALLOWED = {
     "method": {"core", "runtime", "store", "_version"},
     "train": {"core", "runtime", "store", "models", "data"},
     "eval": {"core", "models", "data"},
-    "pipeline": {"core", "runtime", "store", "models", "data", "method", "train", "eval", "_version", "<top>"},
+    "interop": {"core", "runtime", "store", "models", "method", "_version"},
+    "pipeline": {
+        "core",
+        "runtime",
+        "store",
+        "models",
+        "data",
+        "method",
+        "train",
+        "eval",
+        "interop",
+        "_version",
+        "<top>",
+    },
 }
 
 

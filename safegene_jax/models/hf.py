@@ -31,6 +31,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from safegene_jax.core.errors import CheckpointError, ConfigError
+from safegene_jax.core.files import usual_modes
 from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.models.config import LlamaConfig
 from safegene_jax.models.loading import SourceTensor, build_model, nnx_to_hf_name
@@ -51,19 +52,24 @@ def _safetensors_files(folder: pathlib.Path) -> list[pathlib.Path]:
     return files
 
 
+_SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+
+
 def read_tensors(folder: str | os.PathLike) -> list[SourceTensor]:
     """Every tensor of a folder's safetensors files, with shapes read from the headers only."""
     out = []
     for file in _safetensors_files(pathlib.Path(folder)):
         with safe_open(file, framework="numpy") as f:
             for name in f.keys():
-                shape = tuple(f.get_slice(name).get_shape())
+                piece = f.get_slice(name)
+                shape = tuple(piece.get_shape())
+                dtype = _SAFETENSORS_DTYPES.get(piece.get_dtype(), "")
 
                 def read(file=file, name=name):
                     with safe_open(file, framework="numpy") as g:
                         return g.get_tensor(name)
 
-                out.append(SourceTensor(name, shape, read))
+                out.append(SourceTensor(name, shape, read, dtype))
     return out
 
 
@@ -157,6 +163,7 @@ def export_hf(
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        usual_modes(tmp)  # mkdtemp made it 0700 and safetensors its files 0600
         if out_dir.exists():
             old = out_dir.with_name(out_dir.name + ".old")
             shutil.rmtree(old, ignore_errors=True)

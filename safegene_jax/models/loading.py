@@ -50,11 +50,22 @@ IGNORED = (r".*rotary_emb\.inv_freq",)
 
 @dataclasses.dataclass(frozen=True)
 class SourceTensor:
-    """One tensor of a checkpoint: its HF name, HF-layout shape, and a function that reads it."""
+    """One tensor of a checkpoint: its HF name, HF-layout shape, a function that reads it, and its stored dtype
+    (a numpy-style name such as ``bfloat16``; empty when the format stores no plain dtype, as quantized GGUF)."""
 
     name: str
     shape: tuple[int, ...]
     read: Callable[[], np.ndarray]
+    dtype: str = ""
+
+
+def stored_dtype(tensors: Iterable[SourceTensor]) -> str | None:
+    """The dtype most of a checkpoint's floating-point values are stored in (``None`` if none says)."""
+    sizes: dict[str, int] = {}
+    for t in tensors:
+        if t.dtype in ("float32", "float16", "bfloat16", "float64"):
+            sizes[t.dtype] = sizes.get(t.dtype, 0) + int(np.prod(t.shape))
+    return max(sizes, key=sizes.get) if sizes else None
 
 
 def map_name(name: str) -> tuple[str, Callable] | None:

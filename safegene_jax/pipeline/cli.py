@@ -111,10 +111,15 @@ def _layers(text: str | None) -> list[int] | None:
         raise argparse.ArgumentTypeError(f"takes comma-separated integers, got {text!r}") from None
 
 
-def _dtype(name: str | None):
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _dtype(name: str | None, lm=None):
+    """The dtype to write: ``--dtype`` when given, else the one the input model was stored in."""
     import jax.numpy as jnp
 
-    return None if name is None else {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[name]
+    name = name or (lm.stored_dtype if lm is not None else None)
+    return None if name is None else jnp.dtype(name)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -122,7 +127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from safegene_jax.models import export_hf, load_model
 
     lm = load_model(args.model)
-    out = export_hf(lm.model, args.out, tokenizer=lm.tokenizer, dtype=_dtype(args.dtype))
+    out = export_hf(lm.model, args.out, tokenizer=lm.tokenizer, dtype=_dtype(args.dtype, lm))
     print(f"wrote {out} ({lm.config.model_type}, {lm.config.num_hidden_layers} layers)")
     return 0
 
@@ -162,7 +167,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     coeffs = _coeffs(args, adapter)  # a bad coefficients file fails before the model loads
     lm = load_model(args.model)
     safe = adapter.apply(lm.params, coeffs)
-    out = export_hf(with_params(lm, safe).model, args.out, tokenizer=lm.tokenizer)
+    out = export_hf(with_params(lm, safe).model, args.out, tokenizer=lm.tokenizer, dtype=_dtype(args.dtype, lm))
     print(f"wrote {out}: adapter layers {adapter.layers} at scale {args.scale}")
     return 0
 
@@ -261,7 +266,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     adapter.save(args.out)
     print(f"wrote {args.out}: {adapter.summary()}")
     if args.plot:
-        print(f"wrote {plot_layer_scores(adapter.scores, args.plot, selected=adapter.layers)}")
+        plot_layer_scores(adapter.scores, args.plot, selected=adapter.layers)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -423,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a model as a Hugging Face folder", description=cmd_export.__doc__)
     export.add_argument("model", help="HF folder, .gguf file, hub id or embedded name (smollm2-135m-instruct)")
     export.add_argument("out", help="destination folder (replaced atomically)")
-    export.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="cast the weights")
+    export.add_argument("--dtype", choices=DTYPES, default=None, help="cast the weights (default: the input's)")
     export.set_defaults(func=cmd_export)
 
     extract = sub.add_parser("extract", help="build and save a safety adapter", description=cmd_extract.__doc__)
@@ -441,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--out", required=True, help="destination HF folder")
     apply.add_argument("--coeffs", default=None, help="coefficients JSON from `safegene recalibrate`")
     apply.add_argument("--scale", type=float, default=1.0, help="multiplies the coefficients")
+    apply.add_argument("--dtype", choices=DTYPES, default=None, help="cast the weights (default: the model's)")
     apply.set_defaults(func=cmd_apply)
     return parser
 

@@ -162,7 +162,7 @@ def table(rows: dict[str, dict], cols: list[tuple[str, str]]) -> str:
 
 def _plot(rows: dict[str, dict], model: str, path: pathlib.Path) -> pathlib.Path:
     """Harmful rate against utility and against over-refusal, one line per method's sweep."""
-    from safegene_jax.eval.report import _figure, _save
+    from safegene_jax.eval.report import _figure, save_figure
 
     fig = _figure(figsize=(11, 4.5))
     ax1, ax2 = fig.subplots(1, 2)
@@ -189,7 +189,8 @@ def _plot(rows: dict[str, dict], model: str, path: pathlib.Path) -> pathlib.Path
         ax.grid(alpha=0.3)
     ax1.legend(fontsize=7)
     fig.suptitle(f"{model}: each method's sweep")
-    return _save(fig, path)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def report(root: pathlib.Path, cfg: PipelineConfig, evals: list[Any] = ()) -> tuple[dict, str]:

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 
 from safegene_jax.core.errors import CheckpointNotFoundError
+from safegene_jax.core.files import usual_modes
 
 
 def abstract_like(tree: Any, shardings: Any = None) -> Any:
@@ -45,6 +46,7 @@ def save_tree(path: str | os.PathLike, tree: Any, metadata: dict | None = None, 
             args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(metadata or {})),
             force=overwrite,
         )
+    usual_modes(path)  # readable by a server running as another user, as the umask allows
 
 
 def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = None) -> tuple[Any, dict]:
