@@ -30,6 +30,7 @@ from safegene_jax.core import (
     ConfigError,
     DataError,
     EnergyReport,
+    HubError,
     IncompatibleAdapterError,
     LayerMap,
     LayerMapError,
@@ -58,6 +59,14 @@ from safegene_jax.core import (
 
 if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs
     from safegene_jax.eval import KeywordJudge, ModelJudge, evaluate_safety, evaluate_task
+    from safegene_jax.interop import (
+        PeftExportReport,
+        export_gguf,
+        export_peft,
+        mergekit_recipe,
+        model_card,
+        push_to_hub,
+    )
     from safegene_jax.method import (
         LayerScores,
         Recalibration,
@@ -120,6 +129,14 @@ _LAZY = {
     "safegene_jax.store": ("restore_tree", "save_tree"),
     "safegene_jax.train": ("CompiledSteps", "LoraConfig", "TrainConfig", "align", "degrade", "finetune_task", "sft"),
     "safegene_jax.eval": ("KeywordJudge", "ModelJudge", "evaluate_safety", "evaluate_task"),
+    "safegene_jax.interop": (
+        "PeftExportReport",
+        "export_gguf",
+        "export_peft",
+        "mergekit_recipe",
+        "model_card",
+        "push_to_hub",
+    ),
     "safegene_jax.pipeline": ("PipelineConfig", "load_config", "run_pipeline"),
 }
 _HOME = {name: module for module, names in _LAZY.items() for name in names}
@@ -146,6 +163,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EnergyReport",
+    "HubError",
     "IncompatibleAdapterError",
     "KeywordJudge",
     "LayerMap",
@@ -161,6 +179,7 @@ __all__ = [
     "ModelJudge",
     "ModelNotFoundError",
     "NonFiniteError",
+    "PeftExportReport",
     "PipelineConfig",
     "PromptTooLongError",
     "Recalibration",
@@ -180,7 +199,9 @@ __all__ = [
     "degrade",
     "evaluate_safety",
     "evaluate_task",
+    "export_gguf",
     "export_hf",
+    "export_peft",
     "finetune_task",
     "fit_coefficients",
     "flatten_with_paths",
@@ -195,8 +216,11 @@ __all__ = [
     "low_rank",
     "make_apply",
     "make_mesh",
+    "mergekit_recipe",
+    "model_card",
     "module_kind",
     "param_shardings",
+    "push_to_hub",
     "recalibrate",
     "resta",
     "restore_tree",

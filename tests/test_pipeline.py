@@ -127,6 +127,16 @@ def test_changed_judge_judges_saved_answers_again(tiny_folder, tmp_path, monkeyp
     cfg = _fixture_config(tiny_folder, tmp_path / "run")
     first = run_pipeline(cfg, progress=False, echo=lambda s: None)
     evals = {k for k in stage_keys(cfg) if k.startswith("eval/")}
+    # every trained model has a card, with its evaluation rows once the report exists
+    models = tmp_path / "run" / "models"
+    task_card, aligned_card = (
+        (models / "task-arithmetic" / "README.md").read_text(),
+        (models / "aligned" / "README.md").read_text(),
+    )
+    assert "library_name: transformers" in task_card and "## Evaluation" in task_card
+    assert "| arithmetic: + SafeGene |" in task_card and "| arithmetic: + SafeGene |" not in aligned_card
+    assert "| aligned |" in aligned_card and "safegene run quick" in aligned_card
+    assert (models / "degraded" / "README.md").is_file()
     saved = (tmp_path / "run" / "eval" / "arithmetic--task.safety.jsonl").read_text()
 
     def no_generation(*a, **k):

@@ -69,3 +69,7 @@ class TrainingError(SafeGeneError):
 
 class IncompatibleAdapterError(SafeGeneError):
     """An adapter was made for a model of another architecture."""
+
+
+class HubError(SafeGeneError):
+    """The Hugging Face Hub refused or could not be reached (offline, unauthorised, no such repository)."""

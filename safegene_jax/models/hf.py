@@ -118,6 +118,8 @@ def export_hf(
     tokenizer: Any = None,
     dtype: Any = None,
     max_shard_bytes: int = 2 * 1024**3,
+    card: str | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> pathlib.Path:
     """Writes a Hugging Face folder (config.json, safetensors shards + index, tokenizer) atomically.
 
@@ -128,6 +130,8 @@ def export_hf(
         tokenizer: a transformers tokenizer to save beside the weights.
         dtype: cast weights to this dtype (default: keep).
         max_shard_bytes: split the weights into files of at most this size.
+        card: the model card (``README.md``) to write with it (see :func:`safegene_jax.interop.folder_card`).
+        extra_files: more text files to write in the folder, ``{name: text}`` (a mergekit recipe, ...).
     """
     if config is None:
         if not isinstance(model_or_params, nnx.Module):
@@ -163,6 +167,9 @@ def export_hf(
         (tmp / "config.json").write_text(json.dumps(hf_config, indent=2))
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        files = {**(extra_files or {}), **({"README.md": card} if card is not None else {})}
+        for name, text in files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
         usual_modes(tmp)  # mkdtemp made it 0700 and safetensors its files 0600
         if out_dir.exists():
             old = out_dir.with_name(out_dir.name + ".old")

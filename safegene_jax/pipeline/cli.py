@@ -123,13 +123,111 @@ def _dtype(name: str | None, lm=None):
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Loads MODEL and writes it as a Hugging Face folder (config, safetensors, tokenizer)."""
+    """Loads MODEL and writes it as a Hugging Face folder (config, safetensors, tokenizer, model card)."""
+    from safegene_jax.interop import declared_license, folder_card
     from safegene_jax.models import export_hf, load_model
 
     lm = load_model(args.model)
-    out = export_hf(lm.model, args.out, tokenizer=lm.tokenizer, dtype=_dtype(args.dtype, lm))
+    dtype = _dtype(args.dtype, lm)
+    card = folder_card(
+        f"{pathlib.Path(str(args.model)).name}, exported",
+        f"`{args.model}` written as a Hugging Face folder by safegene_jax.",
+        [["Source", str(args.model)], ["Layers", lm.config.num_hidden_layers], ["dtype", str(dtype or "float32")]],
+        base_model=_hub_id(args.model),
+        license=declared_license(args.model),
+        command=_command(args),
+    )
+    out = export_hf(lm.model, args.out, tokenizer=lm.tokenizer, dtype=dtype, card=card)
     print(f"wrote {out} ({lm.config.model_type}, {lm.config.num_hidden_layers} layers)")
     return 0
+
+
+def cmd_export_gguf(args: argparse.Namespace) -> int:
+    """Loads MODEL and writes it as one GGUF file (llama.cpp, Ollama): F32, F16 or Q8_0, tokenizer and chat
+    template in its metadata."""
+    from safegene_jax.interop import export_gguf
+    from safegene_jax.interop.gguf_export import check_destination, gguf_type_name
+    from safegene_jax.models import load_model
+
+    gguf_type_name(args.type), check_destination(args.out)  # before the model loads
+    lm = load_model(args.model)
+    out = export_gguf(lm, args.out, dtype=args.type)
+    print(f"wrote {out} ({args.type}, {out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+def cmd_export_peft(args: argparse.Namespace) -> int:
+    """Writes the adapter (its coefficients, or a recalibration's, times --scale) as a PEFT LoRA adapter folder:
+    adapter_config.json + adapter_model.safetensors, for vLLM's multi-LoRA serving and llama.cpp's converter."""
+    from safegene_jax.interop import export_peft, folder_card, write_card
+    from safegene_jax.models import load_model
+
+    if args.norms == "modules_to_save" and not args.model:
+        raise ConfigError("--norms modules_to_save: needs --model (the task model the saved modules come from)")
+    adapter = _load_adapter(args.adapter)
+    coeffs = _coeffs(args, adapter)
+    task = load_model(args.model).params if args.model else None
+    report = export_peft(
+        adapter,
+        args.out,
+        coeffs=coeffs,
+        rank=args.rank,
+        energy=args.energy,
+        norms=args.norms,
+        base_model=args.base_model or "",
+        task_params=task,
+    )
+    ranks = sorted(set(report.ranks.values()))
+    facts = [
+        ["Adapter", args.adapter],
+        ["Layers", ", ".join(map(str, adapter.layers))],
+        ["LoRA rank", ", ".join(map(str, ranks))],
+        ["Energy kept", f"{report.total_energy:.4f}"],
+        ["Norm and bias deltas", f"{args.norms} ({report.dropped_values} values dropped)"],
+    ]
+    card = folder_card(
+        f"{adapter.metadata.get('family') or 'model'} safety adapter (PEFT LoRA)",
+        "A safety adapter of safegene_jax (`aligned - degraded` over the selected layers, times the recalibrated "
+        "coefficients) in PEFT's LoRA format; load it on top of the task model.",
+        facts,
+        base_model=_hub_id(args.base_model) if args.base_model else None,
+        command=_command(args),
+        usage="peft",
+    )
+    write_card(report.folder, card)
+    kept = f"{report.total_energy:.4f} of the energy kept"
+    dropped = f"; {report.dropped_values} norm/bias values dropped" if report.dropped_values else ""
+    print(f"wrote {report.folder}: {len(report.ranks)} modules, rank {', '.join(map(str, ranks))}, {kept}{dropped}")
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Uploads FOLDER to the Hugging Face Hub as REPO_ID (token from HF_TOKEN or `hf auth login`)."""
+    from safegene_jax.interop import push_to_hub
+
+    url = push_to_hub(args.folder, args.repo_id, private=args.private, revision=args.revision)
+    print(f"pushed {args.folder} to {url}")
+    return 0
+
+
+def _hub_id(source: str | None) -> str | None:
+    """``source`` when it is a Hub model id rather than a local path or an embedded name."""
+    from safegene_jax.models.api import resolve_model
+
+    if not source:
+        return None
+    try:
+        kind, _ = resolve_model(source)
+    except SafeGeneError:
+        return None
+    return str(source) if kind == "hub" else None
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that ran, for model cards."""
+    import shlex
+
+    return "safegene " + shlex.join(getattr(args, "argv", None) or [args.command])
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -159,17 +257,65 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    """Adds the adapter (its default or recalibrated coefficients, times --scale) to MODEL; writes a HF folder."""
-
+    """Adds the adapter (its default or recalibrated coefficients, times --scale) to MODEL; writes a HF folder
+    with a model card and a mergekit recipe that rebuilds the same weights."""
+    from safegene_jax.interop import RECIPE_FILE, declared_license, mergekit_recipe, model_card
     from safegene_jax.models import export_hf, load_model, with_params
 
     adapter = _load_adapter(args.adapter)
     coeffs = _coeffs(args, adapter)  # a bad coefficients file fails before the model loads
     lm = load_model(args.model)
     safe = adapter.apply(lm.params, coeffs)
-    out = export_hf(with_params(lm, safe).model, args.out, tokenizer=lm.tokenizer, dtype=_dtype(args.dtype, lm))
+    card = model_card(
+        adapter,
+        coeffs,
+        base_model=_hub_id(args.model),
+        task_model=str(args.model),
+        license=declared_license(args.model),
+        command=_command(args),
+    )
+    recipe, why_not = _recipe(adapter, coeffs, args.model, mergekit_recipe)
+    extra = {RECIPE_FILE: recipe} if recipe else {}
+    out = export_hf(
+        with_params(lm, safe).model,
+        args.out,
+        tokenizer=lm.tokenizer,
+        dtype=_dtype(args.dtype, lm),
+        card=card,
+        extra_files=extra,
+    )
     print(f"wrote {out}: adapter layers {adapter.layers} at scale {args.scale}")
+    print(f"mergekit recipe: {out / RECIPE_FILE}" if recipe else f"no mergekit recipe: {why_not}")
     return 0
+
+
+def _recipe(adapter, coeffs, task_model: str, make) -> tuple[str | None, str]:
+    """The mergekit recipe of an apply, with its models as absolute folders or Hub ids; or why there is none
+    (mergekit reads Hugging Face folders and Hub ids, and rebuilds only a dense vector)."""
+    from safegene_jax.core.lowrank import LowRank
+
+    if any(isinstance(v, LowRank) for v in adapter.vector.values()):
+        return None, "the adapter is low-rank; mergekit rebuilds the dense aligned - degraded"
+    sources = adapter.metadata.get("sources") or {}
+    refs = {}
+    for name, where in (
+        ("task", task_model),
+        ("aligned", sources.get("aligned")),
+        ("degraded", sources.get("degraded")),
+    ):
+        if not where:
+            return None, f"the adapter records no {name} model"
+        path = pathlib.Path(where)
+        if (path / "config.json").is_file():
+            refs[name] = str(path.resolve())
+        elif _hub_id(where):
+            refs[name] = str(where)
+        else:
+            return (
+                None,
+                f"the {name} model {where!r} is not a Hugging Face folder or Hub id (mergekit reads only those)",
+            )
+    return make(adapter, coeffs, task_model=refs["task"], aligned=refs["aligned"], degraded=refs["degraded"]), ""
 
 
 def _load_adapter(path: str):
@@ -449,12 +595,47 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--scale", type=float, default=1.0, help="multiplies the coefficients")
     apply.add_argument("--dtype", choices=DTYPES, default=None, help="cast the weights (default: the model's)")
     apply.set_defaults(func=cmd_apply)
+
+    gguf = sub.add_parser("export-gguf", help="write a model as one GGUF file", description=cmd_export_gguf.__doc__)
+    gguf.add_argument("model", help="HF folder, .gguf file, hub id or embedded name")
+    gguf.add_argument("out", help="destination .gguf file (replaced atomically)")
+    gguf.add_argument("--type", default="F32", type=str.upper, help="F32 (default), F16 or Q8_0")
+    gguf.set_defaults(func=cmd_export_gguf)
+
+    peft = sub.add_parser(
+        "export-peft", help="write an adapter as a PEFT LoRA adapter", description=cmd_export_peft.__doc__
+    )
+    peft.add_argument("--adapter", required=True, help="adapter folder from `safegene extract`")
+    peft.add_argument("--out", required=True, help="destination folder")
+    peft.add_argument("--coeffs", default=None, help="coefficients JSON from `safegene recalibrate`")
+    peft.add_argument("--scale", type=float, default=1.0, help="multiplies the coefficients")
+    ranks = peft.add_mutually_exclusive_group()
+    ranks.add_argument("--rank", type=int, default=None, help="LoRA rank of every module (default: full rank)")
+    ranks.add_argument("--energy", type=float, default=None, help="per module, the smallest rank keeping this share")
+    peft.add_argument(
+        "--norms",
+        choices=["drop", "modules_to_save"],
+        default="drop",
+        help="norm/bias deltas LoRA cannot carry: dropped (reported), or saved whole (vLLM refuses those)",
+    )
+    peft.add_argument("--model", default=None, help="the task model (needed for --norms modules_to_save)")
+    peft.add_argument("--base-model", default=None, help="base_model_name_or_path: the task model's Hub id or path")
+    peft.set_defaults(func=cmd_export_peft)
+
+    push = sub.add_parser("push", help="upload a folder to the Hugging Face Hub", description=cmd_push.__doc__)
+    push.add_argument("folder", help="the folder to upload (a model, a PEFT adapter)")
+    push.add_argument("repo_id", help="owner/name on the Hub")
+    push.add_argument("--private", action="store_true", help="create the repository private")
+    push.add_argument("--revision", default=None, help="a branch (created if missing) or refs/pr/N")
+    push.set_defaults(func=cmd_push)
     return parser
 
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -194,8 +194,10 @@ def _plot(rows: dict[str, dict], model: str, path: pathlib.Path) -> pathlib.Path
 
 
 def report(root: pathlib.Path, cfg: PipelineConfig, evals: list[Any] = ()) -> tuple[dict, str]:
-    """Collects the eval summaries into ``results.json``, ``analysis.json``, ``report.md`` and the plots."""
+    """Collects the eval summaries into ``results.json``, ``analysis.json``, ``report.md`` and the plots, and
+    writes each trained model's card again with its evaluation rows."""
     from safegene_jax.eval.report import plots_available
+    from safegene_jax.pipeline.cards import write_cards
 
     def summary(name: str) -> dict:
         return json.loads((root / "eval" / f"{name}.json").read_text())
@@ -214,6 +216,7 @@ def report(root: pathlib.Path, cfg: PipelineConfig, evals: list[Any] = ()) -> tu
             plots.append(_plot(rows, m.name, root / "plots" / f"tradeoff-{m.name}.png"))
     cols = columns(cfg)
     text_table = table(rows, cols)
+    write_cards(root, cfg, rows, lambda picked: table(picked, cols))
     write_json(root / "results.json", rows)
     write_json(root / "analysis.json", analysis)
     e = cfg.eval

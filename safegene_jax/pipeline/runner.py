@@ -110,6 +110,7 @@ class Run:
         checkpoints, then saves it as a HF folder."""
         from safegene_jax.models.api import with_params
         from safegene_jax.models.hf import export_hf
+        from safegene_jax.pipeline.cards import card_for
 
         ckpt = self.root / "ckpt" / f"{out}-{self.current.key}"  # a changed config never resumes another's run
         log = self.root / "logs" / f"{out}.jsonl"
@@ -128,12 +129,14 @@ class Run:
             compiled=self.compiled,
         )
         trained = with_params(lm, result.params)
-        export_hf(trained.model, self.model_dir(out), tokenizer=lm.tokenizer)
+        last = result.history[-1] if result.history else {}
+        info = {"final_loss": last.get("loss"), "steps": result.step}
+        card = card_for(self.cfg, out, source, info)
+        export_hf(trained.model, self.model_dir(out), tokenizer=lm.tokenizer, card=card)
         self._evict(out)
         self.memo[out] = trained
         shutil.rmtree(ckpt, ignore_errors=True)
-        last = result.history[-1] if result.history else {}
-        return {"final_loss": last.get("loss"), "steps": result.step}
+        return info
 
     def adapter(self) -> Any:
         if "adapter" not in self.memo:
