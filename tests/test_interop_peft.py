@@ -295,10 +295,10 @@ def test_refuses_a_folder_that_is_not_an_export(tiny, tmp_path):
     _, _, adapter = tiny
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
-    with pytest.raises(ConfigError, match="is not a PEFT export of safegene_jax"):
+    with pytest.raises(ConfigError, match="was not written by safegene_jax"):
         export_peft(adapter, tmp_path / "model")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ConfigError, match="is not a folder"):
+    with pytest.raises(ConfigError, match="is a file"):
         export_peft(adapter, tmp_path / "file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "model"]
     assert (tmp_path / "model" / "config.json").read_text() == "{}" and (tmp_path / "file").read_text() == "x"

@@ -49,3 +49,131 @@ def usual_modes(path: str | os.PathLike) -> None:
             p = os.path.join(root, f)
             if not os.path.islink(p):
                 os.chmod(p, 0o666 & ~mask)
+
+
+# ---- folders written whole, swapped into place ---------------------------------------------------------
+
+MARKER = ".safegene"
+"""The file every folder this library writes carries: a destination without it is someone else's and is never
+replaced unless the caller says ``overwrite``."""
+
+_MARKER_TEXT = '{"written_by": "safegene_jax"}\n'
+_RENAME_EXCHANGE = 2  # Linux renameat2 flag: swap two paths in one step
+
+
+def _exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
+    """Swaps two existing paths in one atomic step (Linux ``renameat2``); False where that is not available."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def temp_sibling(dest: str | os.PathLike, kind: str = "tmp") -> pathlib.Path:
+    """A new empty folder beside ``dest`` named ``.NAME.KIND-XXXXXX`` (recognised later as a leftover)."""
+    import tempfile
+
+    dest = pathlib.Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return pathlib.Path(tempfile.mkdtemp(prefix=f".{dest.name}.{kind}-", dir=dest.parent))
+
+
+def leftovers(dest: str | os.PathLike) -> list[pathlib.Path]:
+    """Temporary siblings of ``dest`` that a killed write left behind."""
+    dest = pathlib.Path(dest)
+    if not dest.parent.is_dir():
+        return []
+    return sorted(
+        p
+        for p in dest.parent.iterdir()
+        if p.name.startswith(f".{dest.name}.tmp-") or p.name.startswith(f".{dest.name}.old-")
+    )
+
+
+def recover(dest: str | os.PathLike) -> None:
+    """Cleans up after a killed write to ``dest``: a previous version left aside (``.NAME.old-*``) is put back
+    when ``dest`` is missing, and every other leftover is removed."""
+    import shutil
+
+    dest = pathlib.Path(dest)
+    for p in leftovers(dest):
+        if p.name.startswith(f".{dest.name}.old-") and not dest.exists() and (p / "old").exists():
+            (p / "old").rename(dest)
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def check_destination(dest: str | os.PathLike, *, overwrite: bool = False, what: str = "output") -> pathlib.Path:
+    """``dest`` as a path, once it is known that writing there loses nothing of someone else's.
+
+    Raises:
+        ConfigError: ``dest`` is a file, or a non-empty folder that this library did not write (no
+            :data:`MARKER`) and ``overwrite`` is false.
+    """
+    from safegene_jax.core.errors import ConfigError
+
+    dest = pathlib.Path(dest)
+    if dest.is_file() or (dest.exists() and not dest.is_dir()):
+        raise ConfigError(f"{what} {dest} is a file; give a folder path (the file is left as it is)")
+    if dest.is_dir() and not overwrite and any(dest.iterdir()) and not (dest / MARKER).is_file():
+        raise ConfigError(
+            f"{what} {dest} exists and was not written by safegene_jax; choose a new folder, or pass --overwrite "
+            "(overwrite=True) to replace it"
+        )
+    return dest
+
+
+def swap_into_place(tmp: str | os.PathLike, dest: str | os.PathLike) -> pathlib.Path:
+    """Makes the finished folder ``tmp`` become ``dest``; at no moment is there neither the old nor the new
+    ``dest`` (an atomic exchange where the OS has one; else the old copy is kept as ``.NAME.old-*`` until the
+    new one is in place, and :func:`recover` puts it back after a kill). Marks the folder and gives it the
+    usual modes."""
+    import shutil
+
+    tmp, dest = pathlib.Path(tmp), pathlib.Path(dest)
+    (tmp / MARKER).write_text(_MARKER_TEXT)
+    usual_modes(tmp)
+    if not dest.exists():
+        tmp.rename(dest)
+        return dest
+    if _exchange(tmp, dest):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old version
+        return dest
+    holder = temp_sibling(dest, "old")
+    dest.rename(holder / "old")
+    tmp.rename(dest)
+    shutil.rmtree(holder, ignore_errors=True)
+    return dest
+
+
+def write_folder(dest: str | os.PathLike, fill, *, overwrite: bool = False, what: str = "output") -> pathlib.Path:
+    """Writes a folder whole: checks ``dest`` (:func:`check_destination`), cleans what killed writes left,
+    calls ``fill(tmp)`` on a new sibling folder, and swaps it into place; the previous ``dest`` stays intact
+    until the new one is complete, and nothing is left behind if ``fill`` fails.
+
+    Example:
+        >>> import tempfile
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> out = write_folder(root / "m", lambda tmp: (tmp / "a.txt").write_text("new"))
+        >>> sorted(p.name for p in out.iterdir()), sorted(p.name for p in root.iterdir())
+        (['.safegene', 'a.txt'], ['m'])
+    """
+    import shutil
+
+    dest = check_destination(dest, overwrite=overwrite, what=what)
+    recover(dest)
+    tmp = temp_sibling(dest)
+    try:
+        fill(tmp)
+        return swap_into_place(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -42,8 +42,6 @@ import math
 import numbers
 import os
 import pathlib
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -53,7 +51,8 @@ from safetensors.numpy import save_file
 
 from safegene_jax._version import __version__
 from safegene_jax.core.errors import ConfigError, IncompatibleAdapterError
-from safegene_jax.core.files import usual_modes
+from safegene_jax.core.files import check_destination as check_folder
+from safegene_jax.core.files import write_folder
 from safegene_jax.core.layers import layout
 from safegene_jax.core.lowrank import LowRank
 from safegene_jax.core.paths import flatten_with_paths
@@ -227,25 +226,10 @@ def plan_leaves(adapter: Any, coeffs: np.ndarray) -> list[_Leaf]:
     return out
 
 
-def _is_our_export(folder: pathlib.Path) -> bool:
-    try:
-        return json.loads((folder / REPORT_FILE).read_text()).get("format") == EXPORT_FORMAT
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def check_destination(out_dir: str | os.PathLike) -> pathlib.Path:
-    """The destination as a path; raises :class:`ConfigError` if it exists and is not a previous export."""
-    out = pathlib.Path(out_dir)
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise ConfigError(f"{out} exists and is not a folder; choose another destination for the PEFT export")
-        if not _is_our_export(out):
-            raise ConfigError(
-                f"{out} exists and is not a PEFT export of safegene_jax (no {REPORT_FILE}); choose a new folder "
-                "or remove it"
-            )
-    return out
+def check_destination(out_dir: str | os.PathLike, overwrite: bool = False) -> pathlib.Path:
+    """The destination as a path, once writing there loses nothing of someone else's (see
+    :func:`safegene_jax.core.files.check_destination`)."""
+    return check_folder(out_dir, overwrite=overwrite, what="PEFT export destination")
 
 
 # ---- the numbers -----------------------------------------------------------------------------------
@@ -411,32 +395,16 @@ def adapter_config(ranks: Mapping[str, int], modules_to_save: list[str], base_mo
 # ---- writing ---------------------------------------------------------------------------------------
 
 
-def _write_folder(out: pathlib.Path, tensors: dict[str, np.ndarray], texts: dict[str, str]) -> None:
-    """Writes the files into a temporary folder beside ``out`` and swaps it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    old_holder = None
-    try:
+def _write_folder(out: pathlib.Path, tensors: dict[str, np.ndarray], texts: dict[str, str], overwrite: bool) -> None:
+    """Writes the files into a folder beside ``out`` and swaps it into place (the previous export stays whole
+    until then)."""
+
+    def fill(tmp: pathlib.Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         for name, text in texts.items():
             (tmp / name).write_text(text, encoding="utf-8")
-        usual_modes(tmp)
-        if out.exists():
-            old_holder = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            out.rename(old_holder / "old")
-            try:
-                tmp.rename(out)
-            except BaseException:
-                (old_holder / "old").rename(out)
-                raise
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if old_holder is not None and out.exists():  # the previous export, swapped out (or put back)
-            shutil.rmtree(old_holder, ignore_errors=True)
+
+    write_folder(out, fill, overwrite=overwrite, what="PEFT export destination")
 
 
 def export_peft(
@@ -450,6 +418,7 @@ def export_peft(
     norms: str = "drop",
     base_model: str = "",
     task_params: Any = None,
+    overwrite: bool = False,
 ) -> PeftExportReport:
     """Writes ``adapter`` at ``coeffs * scale`` as a PEFT LoRA adapter folder (see the module docstring).
 
@@ -459,7 +428,8 @@ def export_peft(
 
     Args:
         adapter: a :class:`~safegene_jax.method.SafetyAdapter` (dense or low-rank leaves).
-        out_dir: the folder to write; an existing one is replaced only if it is a previous export.
+        out_dir: the folder to write; an existing one is replaced only if this library wrote it, or with
+            ``overwrite``.
         coeffs: a scalar, ``(L,)`` or ``(L, len(MODULE_KINDS))``; default the adapter's.
         scale: multiplies the coefficients.
         rank: the LoRA rank of every module (capped at the matrix's); exclusive with ``energy``.
@@ -470,6 +440,7 @@ def export_peft(
         base_model: ``base_model_name_or_path`` of the config (a Hub name or path of the task model).
         task_params: the task model's params (needed for ``'modules_to_save'``); when given, checked to be of
             the adapter's architecture.
+        overwrite: replace a non-empty folder this library did not write.
 
     Returns:
         A :class:`PeftExportReport`; its ``to_dict()`` is also written as ``safegene_export.json``.
@@ -491,7 +462,7 @@ def export_peft(
         adapter.check(task_params)
     c = effective_coefficients(adapter, coeffs, scale)
     plan = plan_leaves(adapter, c)
-    out = check_destination(out_dir)
+    out = check_destination(out_dir, overwrite)
 
     vector = adapter.vector
     skipped = [leaf for leaf in plan if leaf.coeff == 0.0]
@@ -543,5 +514,5 @@ def export_peft(
         CONFIG_FILE: json.dumps(adapter_config(lora.ranks, whole, base_model), indent=2) + "\n",
         REPORT_FILE: json.dumps(summary, indent=2) + "\n",
     }
-    _write_folder(out, tensors, texts)
+    _write_folder(out, tensors, texts, overwrite)
     return report

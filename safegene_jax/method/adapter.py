@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from safegene_jax._version import __version__
-from safegene_jax.core.errors import IncompatibleAdapterError, SafeGeneError
+from safegene_jax.core.errors import CheckpointError, IncompatibleAdapterError, SafeGeneError
 from safegene_jax.core.layers import layout
 from safegene_jax.core.lowrank import LowRank, low_rank
 from safegene_jax.core.paths import flatten_with_paths
@@ -57,6 +57,38 @@ def data_hash(*batches: dict) -> str:
         for k in sorted(b):
             h.update(np.ascontiguousarray(np.asarray(b[k])).tobytes())
     return h.hexdigest()[:16]
+
+
+def _digest(x: Any) -> str:
+    a = np.ascontiguousarray(np.asarray(jax.device_get(x)))
+    return hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()[:32]
+
+
+def _tensor_checksums(stored: dict) -> dict:
+    return {f"{i}/{part}": _digest(arr) for i, parts in stored.items() for part, arr in parts.items()}
+
+
+def _meta_checksum(meta: dict) -> str:
+    body = {k: v for k, v in meta.items() if k != "checksums"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _verify(path: Any, stored: dict, meta: dict) -> None:
+    """Raises :class:`CheckpointError` when a tensor or the metadata differs from the checksums saved with it
+    (adapters saved before checksums existed carry none and are not checked)."""
+    sums = meta.get("checksums")
+    if not sums:
+        return
+    if _meta_checksum(meta) != sums.get("metadata"):
+        raise CheckpointError(f"{path}: the adapter's metadata does not match its checksum (damaged or edited)")
+    found = _tensor_checksums(stored)
+    for key, want in sums.get("tensors", {}).items():
+        if found.get(key) != want:
+            leaf = meta.get("order", [])[int(key.split("/")[0])] if key.split("/")[0].isdigit() else key
+            raise CheckpointError(
+                f"{path}: tensor {leaf!r} does not match its checksum (the adapter's data is damaged); "
+                "extract the adapter again"
+            )
 
 
 @dataclasses.dataclass
@@ -149,8 +181,10 @@ class SafetyAdapter:
 
     # ---- persistence ------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Writes the adapter as an Orbax checkpoint (atomically)."""
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> None:
+        """Writes the adapter as an Orbax checkpoint, atomically (the previous one stays whole until the new one
+        is complete), with a checksum of every tensor and of the metadata, verified by :meth:`load`. A folder
+        this library did not write is refused unless ``overwrite``."""
         tree = {}
         kinds = {}
         for p, leaf in self.vector.items():
@@ -167,9 +201,10 @@ class SafetyAdapter:
             "scores": self.scores.to_dict() if self.scores is not None else None,
             "leaves": kinds,
         }
-        save_tree(
-            path, {"vector": {str(i): tree[p] for i, p in enumerate(tree)}}, metadata={**meta, "order": list(tree)}
-        )
+        stored = {str(i): tree[p] for i, p in enumerate(tree)}
+        meta = {**meta, "order": list(tree)}
+        meta["checksums"] = {"tensors": _tensor_checksums(stored), "metadata": _meta_checksum(meta)}
+        save_tree(path, {"vector": stored}, metadata=meta, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | os.PathLike, shardings: dict | None = None) -> SafetyAdapter:
@@ -177,6 +212,7 @@ class SafetyAdapter:
         tree, meta = restore_tree(path)
         if meta.get("format") != FORMAT:
             raise SafeGeneError(f"{path} is not a safety adapter of format {FORMAT} (found {meta.get('format')!r})")
+        _verify(path, tree["vector"], meta)
         vector = {}
         for i, p in enumerate(meta["order"]):
             stored, kind = tree["vector"][str(i)], meta["leaves"][p]
@@ -187,7 +223,7 @@ class SafetyAdapter:
             if shardings is not None and p in shardings:
                 vector[p] = jax.device_put(vector[p], shardings[p])
         scores = LayerScores.from_dict(meta["scores"]) if meta.get("scores") else None
-        known = {"layers", "coeffs", "scores", "leaves", "order"}
+        known = {"layers", "coeffs", "scores", "leaves", "order", "checksums"}
         return cls(
             vector,
             list(meta["layers"]),

@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
-import tempfile
 from typing import Any
 
 import jax
@@ -31,7 +29,7 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 from safegene_jax.core.errors import CheckpointError, ConfigError
-from safegene_jax.core.files import usual_modes
+from safegene_jax.core.files import check_destination, write_folder
 from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.models.config import LlamaConfig
 from safegene_jax.models.loading import SourceTensor, build_model, nnx_to_hf_name
@@ -120,12 +118,14 @@ def export_hf(
     max_shard_bytes: int = 2 * 1024**3,
     card: str | None = None,
     extra_files: dict[str, str] | None = None,
+    overwrite: bool = False,
 ) -> pathlib.Path:
     """Writes a Hugging Face folder (config.json, safetensors shards + index, tokenizer) atomically.
 
     Args:
         model_or_params: a :class:`LlamaForCausalLM`, or its params (then ``config`` is required).
-        out_dir: destination folder; replaced only once the new one is complete.
+        out_dir: destination folder; replaced only once the new one is complete (a folder this library did
+            not write is refused unless ``overwrite``: see :func:`safegene_jax.core.files.write_folder`).
         config: the model's config (default: the model's own).
         tokenizer: a transformers tokenizer to save beside the weights.
         dtype: cast weights to this dtype (default: keep).
@@ -133,6 +133,7 @@ def export_hf(
         card: the model card (``README.md``) to write with it (see :func:`safegene_jax.interop.folder_card`).
         extra_files: more text files to write in the folder, ``{name: text}`` (a mergekit recipe, ...).
     """
+    out_dir = check_destination(out_dir, overwrite=overwrite, what="export destination")  # before any work
     if config is None:
         if not isinstance(model_or_params, nnx.Module):
             raise ConfigError("export_hf needs config=... when given params rather than a model")
@@ -140,10 +141,8 @@ def export_hf(
     hf_config = config.to_hf_dict()
     tensors = hf_state_dict(model_or_params, dtype)
     hf_config["dtype"] = str(next(iter(tensors.values())).dtype)
-    out_dir = pathlib.Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+
+    def fill(tmp: pathlib.Path) -> None:
         shards: list[dict[str, np.ndarray]] = [{}]
         size = 0
         for name, arr in tensors.items():
@@ -170,16 +169,6 @@ def export_hf(
         files = {**(extra_files or {}), **({"README.md": card} if card is not None else {})}
         for name, text in files.items():
             (tmp / name).write_text(text, encoding="utf-8")
-        usual_modes(tmp)  # mkdtemp made it 0700 and safetensors its files 0600
-        if out_dir.exists():
-            old = out_dir.with_name(out_dir.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    write_folder(out_dir, fill, overwrite=overwrite, what="export destination")
     return out_dir

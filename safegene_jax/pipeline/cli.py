@@ -137,7 +137,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         license=declared_license(args.model),
         command=_command(args),
     )
-    out = export_hf(lm.model, args.out, tokenizer=lm.tokenizer, dtype=dtype, card=card)
+    out = export_hf(lm.model, args.out, tokenizer=lm.tokenizer, dtype=dtype, card=card, overwrite=args.overwrite)
     print(f"wrote {out} ({lm.config.model_type}, {lm.config.num_hidden_layers} layers)")
     return 0
 
@@ -176,6 +176,7 @@ def cmd_export_peft(args: argparse.Namespace) -> int:
         norms=args.norms,
         base_model=args.base_model or "",
         task_params=task,
+        overwrite=args.overwrite,
     )
     ranks = sorted(set(report.ranks.values()))
     facts = [
@@ -251,7 +252,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         family=args.family,
         sources={"aligned": str(args.aligned), "degraded": str(args.degraded)},
     )
-    adapter.save(args.out)
+    adapter.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {adapter.summary()}")
     return 0
 
@@ -283,6 +284,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         dtype=_dtype(args.dtype, lm),
         card=card,
         extra_files=extra,
+        overwrite=args.overwrite,
     )
     print(f"wrote {out}: adapter layers {adapter.layers} at scale {args.scale}")
     print(f"mergekit recipe: {out / RECIPE_FILE}" if recipe else f"no mergekit recipe: {why_not}")
@@ -361,10 +363,10 @@ def _config(args: argparse.Namespace, extra: list[str] = (), path: str | None = 
     return cfg
 
 
-def _save_model(lm, params, out: str) -> None:
+def _save_model(lm, params, out: str, overwrite: bool = False) -> None:
     from safegene_jax.models import export_hf, with_params
 
-    folder = export_hf(with_params(lm, params).model, out, tokenizer=lm.tokenizer)
+    folder = export_hf(with_params(lm, params).model, out, tokenizer=lm.tokenizer, overwrite=overwrite)
     print(f"wrote {folder}")
 
 
@@ -381,7 +383,7 @@ def _train_cmd(fn_name: str):
         result = fn(lm, cfg, *extra, mesh=jobs.run_mesh(cfg), log_path=args.log)
         last = result.history[-1]["loss"] if result.history else float("nan")
         print(f"{fn_name}: {result.step} steps, final loss {last:.4f}")
-        _save_model(lm, result.params, args.out)
+        _save_model(lm, result.params, args.out, args.overwrite)
         return 0
 
     cmd.__doc__ = {
@@ -409,7 +411,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     cfg = _config(args)
     aligned, degraded = load_model(args.aligned), load_model(args.degraded)
     adapter = jobs.build_adapter(aligned, degraded, cfg, mesh=jobs.run_mesh(cfg))
-    adapter.save(args.out)
+    adapter.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {adapter.summary()}")
     if args.plot:
         plot_layer_scores(adapter.scores, args.plot, selected=adapter.layers)
@@ -628,7 +630,15 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repository private")
     push.add_argument("--revision", default=None, help="a branch (created if missing) or refs/pr/N")
     push.set_defaults(func=cmd_push)
+    for name in WRITES_FOLDER:
+        sub.choices[name].add_argument(
+            "--overwrite", action="store_true", help="replace an existing folder that safegene did not write"
+        )
     return parser
+
+
+WRITES_FOLDER = ("align", "degrade", "finetune", "select", "export", "extract", "apply", "export-peft")
+"""The commands whose output is a folder: checked (and protected) before any work, with --overwrite."""
 
 
 def main(argv=None) -> int:
@@ -648,6 +658,10 @@ def main(argv=None) -> int:
     try:
         # before any device is touched; SAFEGENE_MULTIHOST=auto joins the other hosts of a TPU slice
         maybe_initialize(os.environ.get("SAFEGENE_MULTIHOST", "auto"))
+        if args.command in WRITES_FOLDER:  # a file, or a folder of someone else's, fails before any work
+            from safegene_jax.core.files import check_destination
+
+            check_destination(args.out, overwrite=args.overwrite, what="output")
         return args.func(args)
     except (SafeGeneError, OSError) as e:  # the input's fault (or the disk's): one line, not a traceback
         print(f"safegene {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)

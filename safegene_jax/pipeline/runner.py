@@ -132,7 +132,7 @@ class Run:
         last = result.history[-1] if result.history else {}
         info = {"final_loss": last.get("loss"), "steps": result.step}
         card = card_for(self.cfg, out, source, info)
-        export_hf(trained.model, self.model_dir(out), tokenizer=lm.tokenizer, card=card)
+        export_hf(trained.model, self.model_dir(out), tokenizer=lm.tokenizer, card=card, overwrite=True)  # its own
         self._evict(out)
         self.memo[out] = trained
         shutil.rmtree(ckpt, ignore_errors=True)

@@ -212,7 +212,7 @@ def _degrade(run: Run) -> dict:
 
 def _adapter(run: Run) -> dict:
     adapter = jobs.build_adapter(run.model("aligned"), run.model("degraded"), run.cfg, mesh=run.mesh)
-    adapter.save(run.root / "adapter")  # atomic, replacing an older one
+    adapter.save(run.root / "adapter", overwrite=True)  # atomic, replacing the run's older one
     run.plot("layer_scores", adapter.scores, selected=adapter.layers)
     run.memo["adapter"] = adapter
     return {"layers": adapter.layers, "summary": json.loads(adapter.summary())}

@@ -20,8 +20,7 @@ from typing import Any
 
 import jax
 
-from safegene_jax.core.errors import CheckpointNotFoundError
-from safegene_jax.core.files import usual_modes
+from safegene_jax.core.errors import CheckpointError, CheckpointNotFoundError
 
 
 def abstract_like(tree: Any, shardings: Any = None) -> Any:
@@ -33,20 +32,31 @@ def abstract_like(tree: Any, shardings: Any = None) -> Any:
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
-def save_tree(path: str | os.PathLike, tree: Any, metadata: dict | None = None, overwrite: bool = True) -> None:
-    """Saves one pytree (and JSON metadata) as an Orbax checkpoint, atomically."""
+def save_tree(path: str | os.PathLike, tree: Any, metadata: dict | None = None, overwrite: bool = False) -> None:
+    """Saves one pytree (and JSON metadata) as an Orbax checkpoint, atomically: written beside ``path`` and
+    swapped into place, so the previous checkpoint stays whole until the new one is complete (a killed save
+    leaves it, and the next save cleans the leftovers). A folder this library did not write is refused unless
+    ``overwrite``; a file at ``path`` always is."""
     import orbax.checkpoint as ocp
 
-    path = pathlib.Path(path).absolute()
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
-        ckpt.save(
-            path,
-            args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(metadata or {})),
-            force=overwrite,
-        )
-    usual_modes(path)  # readable by a server running as another user, as the umask allows
+    from safegene_jax.core.files import check_destination, recover, swap_into_place
+
+    path = check_destination(pathlib.Path(path).absolute(), overwrite=overwrite, what="checkpoint destination")
+    recover(path)
+    tmp = path.with_name(f".{path.name}.tmp-orbax")  # one name on every process (Orbax saves it together)
+    try:
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
+            ckpt.save(
+                tmp,
+                args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(metadata or {})),
+                force=True,
+            )
+        swap_into_place(tmp, path)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = None) -> tuple[Any, dict]:
@@ -56,7 +66,15 @@ def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = N
     path = pathlib.Path(path).absolute()
     if not path.exists():
         raise CheckpointNotFoundError(f"no checkpoint at {path}")
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
-        tree_args = ocp.args.StandardRestore(abstract_like(target, shardings) if target is not None else None)
-        restored = ckpt.restore(path, args=ocp.args.Composite(tree=tree_args, meta=ocp.args.JsonRestore()))
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is a file, not a checkpoint folder")
+    if not (path / "tree").is_dir():
+        raise CheckpointError(f"{path} is not a checkpoint of safegene_jax (no tree/ folder in it)")
+    try:
+        with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
+            tree_args = ocp.args.StandardRestore(abstract_like(target, shardings) if target is not None else None)
+            restored = ckpt.restore(path, args=ocp.args.Composite(tree=tree_args, meta=ocp.args.JsonRestore()))
+    except Exception as e:  # noqa: BLE001 - whatever the storage layer raises on damaged files
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise CheckpointError(f"{path} cannot be read, damaged or incomplete ({type(e).__name__}: {first})") from e
     return restored.tree, dict(restored.meta or {})

@@ -1,0 +1,169 @@
+"""Writes that never lose the previous result, destinations that are someone else's, damaged data refused."""
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from tiny import tiny_model_folder
+
+from safegene_jax.core.errors import CheckpointError, ConfigError
+from safegene_jax.core.files import MARKER, leftovers, recover, write_folder
+from safegene_jax.pipeline.cli import main
+from safegene_jax.store.trees import restore_tree, save_tree
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _snapshot(folder: pathlib.Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_folder_of_someone_else_is_never_replaced(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="was not written by safegene_jax.*--overwrite"):
+        write_folder(mine, lambda tmp: (tmp / "a").write_text("x"))
+    with pytest.raises(ConfigError, match="was not written by safegene_jax"):
+        save_tree(mine, {"w": np.ones(3, np.float32)})
+    assert _snapshot(mine) == {"notes.txt": b"keep me"}
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        save_tree(tmp_path / "file", {"w": np.ones(3, np.float32)})
+    assert (tmp_path / "file").read_text() == "x"
+    # with overwrite, replaced whole; then it is ours and replaced without asking
+    write_folder(mine, lambda tmp: (tmp / "a").write_text("x"), overwrite=True)
+    assert sorted(p.name for p in mine.iterdir()) == [MARKER, "a"]
+    write_folder(mine, lambda tmp: (tmp / "b").write_text("y"))
+    assert sorted(p.name for p in mine.iterdir()) == [MARKER, "b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "mine"]  # no leftovers
+
+
+def test_a_failed_write_keeps_the_previous_folder(tmp_path):
+    dest = tmp_path / "out"
+    write_folder(dest, lambda tmp: (tmp / "v").write_text("1"))
+
+    def broken(tmp):
+        (tmp / "v").write_text("2")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_folder(dest, broken)
+    assert (dest / "v").read_text() == "1" and leftovers(dest) == []
+
+
+def test_leftovers_of_a_killed_swap_are_recovered(tmp_path):
+    """Killed between the two renames of the fallback swap: the old copy is put back, the rest removed."""
+    dest = tmp_path / "out"
+    write_folder(dest, lambda tmp: (tmp / "v").write_text("1"))
+    holder = tmp_path / ".out.old-abc123"
+    holder.mkdir()
+    dest.rename(holder / "old")
+    (tmp_path / ".out.tmp-xyz").mkdir()
+    recover(dest)
+    assert (dest / "v").read_text() == "1" and leftovers(dest) == []
+
+
+CHILD = """
+import pathlib, sys, numpy as np
+sys.path.insert(0, {tests!r})
+from tiny import tiny_model_folder
+from safegene_jax.store.trees import save_tree
+kind, dest = sys.argv[1], pathlib.Path(sys.argv[2])
+for k in range(1, 10_000):
+    if kind == "tree":
+        save_tree(dest, {{"w": np.full(400_000, k, np.float32)}}, {{"k": k}})
+    else:
+        tiny_model_folder(dest, layers=2, seed=k)
+    if k == 1:
+        print("ready", flush=True)  # imports done and one write made: the kills land inside writes
+"""
+
+
+@pytest.mark.parametrize("kind", ["tree", "hf"])
+def test_killed_writers_leave_the_previous_output_whole(tmp_path, kind):
+    """A writer killed (SIGKILL) at several points: the destination is always a complete earlier or later
+    version, and the next write leaves no orphan."""
+    from safegene_jax.models import load_model
+
+    dest = tmp_path / "out"
+    if kind == "tree":
+        save_tree(dest, {"w": np.zeros(400_000, np.float32)}, {"k": 0})
+    else:
+        tiny_model_folder(dest, layers=2, seed=0)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(tests=str(ROOT / "tests")))
+    env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    for delay in (0.05, 0.13, 0.31, 0.57):
+        proc = subprocess.Popen(
+            [sys.executable, str(script), kind, str(dest)], stdout=subprocess.PIPE, env=env, text=True
+        )
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if kind == "tree":
+            tree, meta = restore_tree(dest)
+            assert float(np.asarray(tree["w"])[0]) == meta["k"]  # one whole version
+        else:
+            lm = load_model(dest)
+            assert lm.config.num_hidden_layers == 2
+    if kind == "tree":
+        save_tree(dest, {"w": np.ones(3, np.float32)})
+    else:
+        tiny_model_folder(dest, layers=2, seed=99)
+    assert leftovers(dest) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["child.py", "out"]
+
+
+def test_a_damaged_adapter_is_refused(tmp_path):
+    from safegene_jax.method.adapter import SafetyAdapter
+
+    a, d = tiny_model_folder(tmp_path / "a", seed=0), tiny_model_folder(tmp_path / "d", seed=1)
+    assert main(["extract", "--aligned", str(a), "--degraded", str(d), "--out", str(tmp_path / "ad")]) == 0
+    SafetyAdapter.load(tmp_path / "ad")  # whole: loads
+    # the metadata edited by hand
+    meta_file = tmp_path / "ad" / "meta" / "metadata"
+    text = meta_file.read_text()
+    meta_file.write_text(text.replace('"layers": [0, 1]', '"layers": [0]'))
+    with pytest.raises(CheckpointError, match="metadata does not match its checksum"):
+        SafetyAdapter.load(tmp_path / "ad")
+    meta_file.write_text(text)
+    # 100 flipped bytes in the largest data file
+    data = max((p for p in (tmp_path / "ad").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(raw) - 64, 100, replace=False) + 32:
+        raw[i] ^= 0xFF
+    data.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match=str(tmp_path / "ad")):
+        SafetyAdapter.load(tmp_path / "ad")
+    out = tmp_path / "safe"
+    assert main(["apply", "--model", str(d), "--adapter", str(tmp_path / "ad"), "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+def test_cli_outputs_are_checked_before_any_work(tmp_path, capsys):
+    a = tiny_model_folder(tmp_path / "a", seed=0)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "data.csv").write_text("1,2\n")
+    (tmp_path / "plain").write_text("x")
+
+    def fails(args, message):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+    fails(["export", str(a), str(theirs)], "was not written by safegene_jax")
+    fails(["extract", "--aligned", str(a), "--degraded", str(a), "--out", str(tmp_path / "plain")], "is a file")
+    fails(["apply", "--model", str(a), "--adapter", str(tmp_path / "none"), "--out", str(theirs)], "not written")
+    fails(["align", "--out", str(theirs), "tiny.enabled=true"], "was not written by safegene_jax")
+    assert _snapshot(theirs) == {"data.csv": b"1,2\n"} and (tmp_path / "plain").read_text() == "x"
+    assert main(["export", str(a), str(theirs), "--overwrite"]) == 0
+    assert (theirs / "config.json").is_file() and not (theirs / "data.csv").exists()
+    assert main(["export", str(a), str(theirs)]) == 0  # ours now: replaced without asking
