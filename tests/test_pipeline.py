@@ -118,6 +118,17 @@ def test_failed_stage_resumes_where_it_stopped(tiny_folder, tmp_path, monkeypatc
     result = run_pipeline(cfg, progress=False, echo=lambda s: None)
     assert [r.name for r in result.stages if r.status == "ran"] == ["adapter"]
 
+    # a damaged (truncated) cached output is rebuilt rather than used; a regenerated model card is no damage
+    weights = tmp_path / "run" / "models" / "degraded" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    said = []
+    result = run_pipeline(cfg, progress=False, echo=said.append)
+    assert [r.name for r in result.stages if r.status == "ran"] == ["degrade"]
+    assert any("damaged since it was written; rebuilding it" in line for line in said)
+    from safegene_jax.models import load_model
+
+    assert load_model(tmp_path / "run" / "models" / "degraded").config.num_hidden_layers == 3
+
 
 def test_changed_judge_judges_saved_answers_again(tiny_folder, tmp_path, monkeypatch):
     """A new judge version re-judges the saved answers of every evaluation, generating nothing."""

@@ -167,3 +167,33 @@ def test_cli_outputs_are_checked_before_any_work(tmp_path, capsys):
     assert main(["export", str(a), str(theirs), "--overwrite"]) == 0
     assert (theirs / "config.json").is_file() and not (theirs / "data.csv").exists()
     assert main(["export", str(a), str(theirs)]) == 0  # ours now: replaced without asking
+
+
+def test_coefficients_scales_and_weights_are_checked_where_they_enter(tmp_path, capsys):
+    import json
+
+    from safetensors.numpy import load_file, save_file
+
+    a, d = tiny_model_folder(tmp_path / "a", seed=0), tiny_model_folder(tmp_path / "d", seed=1)
+    assert main(["extract", "--aligned", str(a), "--degraded", str(d), "--out", str(tmp_path / "ad")]) == 0
+    capsys.readouterr()
+    apply = ["apply", "--model", str(d), "--adapter", str(tmp_path / "ad")]
+
+    def fails(args, message):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+    for values, message in [([1e38, 1.0], "outside [0, 10]"), ([-0.5, 1.0], "outside [0, 10]")]:
+        (tmp_path / "c.json").write_text(json.dumps({"coeffs": values}))
+        fails([*apply, "--coeffs", str(tmp_path / "c.json"), "--out", str(tmp_path / "o")], message)
+    for scale in ("-5", "nan", "0", "100"):
+        fails([*apply, "--scale", scale, "--out", str(tmp_path / "o")], "--scale must be in (0, 10]")
+    # NaN in the task model's own weights: refused unless --allow-nonfinite
+    weights = load_file(str(d / "model.safetensors"))
+    name = next(n for n in weights if "mlp.down_proj" in n)
+    weights[name][0, 0] = np.nan
+    save_file(weights, str(d / "model.safetensors"), metadata={"format": "pt"})
+    fails([*apply, "--out", str(tmp_path / "o")], "pass --allow-nonfinite")
+    assert not (tmp_path / "o").exists()
+    assert main([*apply, "--out", str(tmp_path / "o"), "--allow-nonfinite"]) == 0

@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 import pathlib
 import sys
 import time
@@ -266,6 +267,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     adapter = _load_adapter(args.adapter)
     coeffs = _coeffs(args, adapter)  # a bad coefficients file fails before the model loads
     lm = load_model(args.model)
+    _check_weights(lm, args)
     safe = adapter.apply(lm.params, coeffs)
     card = model_card(
         adapter,
@@ -351,7 +353,36 @@ def _coeffs(args: argparse.Namespace, adapter):
                 f"--coeffs: {path} has {coeffs.shape[0] if coeffs.ndim else 0} layer coefficients, "
                 f"the adapter {len(adapter.coeffs)}"
             )
+        outside = ~np.isfinite(coeffs) | (coeffs < 0) | (coeffs > COEFF_MAX)
+        if outside.any():
+            i = tuple(int(x) for x in np.argwhere(outside)[0])
+            raise ConfigError(
+                f"--coeffs: {path} has coefficient {float(coeffs[i])!r} at {list(i)}, outside [0, {COEFF_MAX:g}] "
+                "(recalibration keeps them in [0, alpha_max] times a check scale): a damaged or edited file?"
+            )
+    if not math.isfinite(args.scale) or not 0 < args.scale <= COEFF_MAX:
+        raise ConfigError(f"--scale must be in (0, {COEFF_MAX:g}], got {args.scale!r}")
     return coeffs * args.scale
+
+
+COEFF_MAX = 10.0
+"""The largest coefficient (and --scale) the commands accept: recalibrated ones stay in [0, alpha_max] times a
+scale of at most a few, so a larger value is a damaged or edited file."""
+
+
+def _check_weights(lm, args: argparse.Namespace) -> None:
+    """Refuses a model whose weights hold NaN or inf before any arithmetic, unless --allow-nonfinite."""
+    from safegene_jax.core.errors import NonFiniteError
+    from safegene_jax.core.transforms import as_vector, assert_finite
+
+    if getattr(args, "allow_nonfinite", False):
+        return
+    try:
+        assert_finite(as_vector(lm.params), what=f"the weights of {lm.source}")
+    except NonFiniteError as e:
+        raise NonFiniteError(
+            str(e).replace("pass check_finite=False to allow them", "pass --allow-nonfinite to go on")
+        ) from None
 
 
 def _config(args: argparse.Namespace, extra: list[str] = (), path: str | None = None):
@@ -596,6 +627,7 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--coeffs", default=None, help="coefficients JSON from `safegene recalibrate`")
     apply.add_argument("--scale", type=float, default=1.0, help="multiplies the coefficients")
     apply.add_argument("--dtype", choices=DTYPES, default=None, help="cast the weights (default: the model's)")
+    apply.add_argument("--allow-nonfinite", action="store_true", help="go on when the model's weights hold NaN or inf")
     apply.set_defaults(func=cmd_apply)
 
     gguf = sub.add_parser("export-gguf", help="write a model as one GGUF file", description=cmd_export_gguf.__doc__)

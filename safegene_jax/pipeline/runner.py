@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import hashlib
 import json
 import pathlib
 import shutil
@@ -225,14 +226,22 @@ class Run:
         return self.root / "stages" / (file_name(name) + ".json")
 
     def cached(self, planned: Planned) -> dict | None:
-        """The stage's record when its key is current and its outputs exist, else ``None``."""
+        """The stage's record when its key is current and its outputs exist, unchanged since it wrote them
+        (their fingerprint, see :func:`fingerprint`); else ``None``: a damaged output is rebuilt, not used."""
         path = self._record_path(planned.name)
         if not path.exists():
             return None
         record = json.loads(path.read_text())
-        if record.get("key") == planned.key and all(p.exists() for p in planned.outputs):
-            return record
-        return None
+        if record.get("key") != planned.key or not all(p.exists() for p in planned.outputs):
+            return None
+        found = fingerprint(planned.outputs)
+        if "outputs" not in record:  # a record of an older version: its outputs are trusted once
+            write_json(path, {**record, "outputs": found})
+            return {**record, "outputs": found}
+        if found != record["outputs"]:
+            self.echo(f"{planned.name}: its output changed or was damaged since it was written; rebuilding it")
+            return None
+        return record
 
     def execute(self, planned: Planned, position: str) -> StageRecord:
         """Runs one planned stage unless it is cached; a cached stage whose rules version changed (a judge) is
@@ -252,12 +261,34 @@ class Run:
         else:
             info = stage.work(self, **planned.item) or {}
         seconds = time.perf_counter() - t0
-        new = {"key": planned.key, "seconds": record["seconds"] if refresh else seconds, "info": info}
+        new = {
+            "key": planned.key,
+            "seconds": record["seconds"] if refresh else seconds,
+            "info": info,
+            "outputs": fingerprint(planned.outputs),
+        }
         if version is not None:
             new["version"] = version
         write_json(self._record_path(planned.name), new)
         self.echo(f"[{position}] {planned.name}: done in {seconds:.1f} s")
         return StageRecord(planned.name, planned.key, "refreshed" if refresh else "ran", seconds)
+
+
+def fingerprint(paths: tuple[pathlib.Path, ...]) -> str:
+    """A hash of the contents of ``paths`` (files, or every file in a folder with its relative name). Model
+    cards (``README.md``) are left out: the report rewrites them with the evaluation rows."""
+    h = hashlib.sha256()
+    for path in paths:
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for f in files:
+            if f.name == "README.md" and f != path:
+                continue
+            h.update(f.relative_to(path).as_posix().encode() if f != path else path.name.encode())
+            h.update(f.stat().st_size.to_bytes(8, "little"))
+            with open(f, "rb") as stream:
+                for chunk in iter(lambda: stream.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:32]
 
 
 def selected(stages: list[Planned], patterns: list[str] | None) -> list[Planned]:
