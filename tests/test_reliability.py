@@ -197,3 +197,19 @@ def test_coefficients_scales_and_weights_are_checked_where_they_enter(tmp_path, 
     fails([*apply, "--out", str(tmp_path / "o")], "pass --allow-nonfinite")
     assert not (tmp_path / "o").exists()
     assert main([*apply, "--out", str(tmp_path / "o"), "--allow-nonfinite"]) == 0
+
+
+def test_an_unwritable_destination_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    """Found before the models load (the tests run as root, who may write anywhere: os.access is stubbed)."""
+    a = tiny_model_folder(tmp_path / "a", seed=0)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if pathlib.Path(p) == locked else real(p, mode))
+    assert main(["export", str(a), str(locked / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"no permission to write in {locked}" in err and len(err.strip().splitlines()) == 1
+    assert list(locked.iterdir()) == []
+    (tmp_path / "f").write_text("x")
+    assert main(["export", str(a), str(tmp_path / "f" / "out")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

@@ -128,6 +128,13 @@ def check_destination(dest: str | os.PathLike, *, overwrite: bool = False, what:
             f"{what} {dest} exists and was not written by safegene_jax; choose a new folder, or pass --overwrite "
             "(overwrite=True) to replace it"
         )
+    parent = dest.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {dest}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {dest}: no permission to write in {parent} (checked before any work)")
     return dest
 
 
