@@ -184,3 +184,28 @@ def write_folder(dest: str | os.PathLike, fill, *, overwrite: bool = False, what
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
+    """Writes ``text`` (UTF-8) beside ``path`` and renames it into place: a killed write leaves the previous
+    file whole. Creates the parent folder; the file gets the usual mode. Returns the path.
+
+    Example:
+        >>> import tempfile
+        >>> write_text(pathlib.Path(tempfile.mkdtemp()) / "a" / "b.txt", "hi").read_text()
+        'hi'
+    """
+    import tempfile
+
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        usual_modes(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from safegene_jax.core.errors import DataError
+from safegene_jax.core.files import write_text
 from safegene_jax.eval.judges import KeywordJudge
 from safegene_jax.eval.metrics import GRADED_TASKS, answer_score, by_category, rate_with_ci
 
@@ -66,13 +67,9 @@ def _write(path: str | os.PathLike | None, rows: list[dict], summary: dict) -> N
         return
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".jsonl.tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
     summary_path = path.with_name(path.name.replace(".jsonl", "") + ".summary.json")
-    summary_path.write_text(json.dumps(summary, indent=2))
+    write_text(summary_path, json.dumps(summary, indent=2))
 
 
 def _named(sets: Mapping[str, Sequence[dict]] | Sequence[dict], default: str) -> dict[str, Sequence[dict]]:

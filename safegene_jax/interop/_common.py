@@ -1,47 +1,22 @@
-"""Shared by the interop writers: coefficients as the adapter takes them, and atomic text files.
+"""Shared by the interop writers: coefficients as the adapter takes them, and their shortest decimals.
 
 Example:
-    >>> import pathlib, tempfile
     >>> from types import SimpleNamespace
     >>> adapter = SimpleNamespace(coeffs=np.array([0.0, 1.0], np.float32), metadata={})
     >>> adapter_coefficients(adapter, [0.3, 0.7], num_layers(adapter)).tolist() == [np.float32(0.3), np.float32(0.7)]
     True
     >>> short_float(np.float32(0.3))
     0.3
-    >>> path = write_text(pathlib.Path(tempfile.mkdtemp()) / "README.md", "# hello\\n")
-    >>> path.read_text()
-    '# hello\\n'
 """
 
 from __future__ import annotations
 
-import os
-import pathlib
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from safegene_jax.core.errors import ConfigError
-from safegene_jax.core.files import usual_modes
 from safegene_jax.core.layers import MODULE_KINDS
-
-
-def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
-    """Writes ``text`` (UTF-8) beside ``path`` and renames it into place: an interrupted write leaves the
-    previous file intact. Creates the parent folder if needed; returns the path."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        usual_modes(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def num_layers(adapter: Any) -> int:

@@ -26,8 +26,9 @@ from typing import Any
 import yaml
 
 from safegene_jax.core.errors import ConfigError
+from safegene_jax.core.files import write_text
 from safegene_jax.core.layers import MODULE_KINDS
-from safegene_jax.interop._common import adapter_coefficients, num_layers, short_float, write_text
+from safegene_jax.interop._common import adapter_coefficients, num_layers, short_float
 from safegene_jax.interop.hub import check_repo_id
 
 CARD_FILE = "README.md"

@@ -32,9 +32,10 @@ from typing import Any
 import yaml
 
 from safegene_jax.core.errors import ConfigError, LayerMapError
+from safegene_jax.core.files import write_text
 from safegene_jax.core.layers import MODULE_KINDS, STACKED, as_layer_map
 from safegene_jax.core.lowrank import LowRank
-from safegene_jax.interop._common import adapter_coefficients, num_layers, short_float, write_text
+from safegene_jax.interop._common import adapter_coefficients, num_layers, short_float
 from safegene_jax.models.loading import nnx_to_hf_name
 
 RECIPE_FILE = "mergekit.yaml"

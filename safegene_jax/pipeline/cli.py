@@ -36,6 +36,7 @@ import time
 
 from safegene_jax._version import __version__
 from safegene_jax.core.errors import CheckpointNotFoundError, ConfigError, SafeGeneError
+from safegene_jax.core.files import write_text
 
 
 def _bar(value: float, top: float, width: int = 30) -> str:
@@ -464,7 +465,7 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     rec = jobs.recalibrate_model(lm, adapter, cfg, args.task)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(jobs.coefficients_record(rec), indent=2))
+    write_text(out, json.dumps(jobs.coefficients_record(rec), indent=2))
     print(f"wrote {out}: alpha {[round(float(a), 4) for a in rec.alpha.ravel()]} for layers {rec.layers}")
     return 0
 
@@ -489,7 +490,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(markdown_table(rows))
     if args.out:
         path = pathlib.Path(f"{args.out}.json")
-        path.write_text(json.dumps(result, indent=2))
+        write_text(path, json.dumps(result, indent=2))
         print(f"wrote {path} and the responses beside it")
     return 0
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 from typing import Any
+
+from safegene_jax.core.files import write_text
 
 
 def file_name(stage: str) -> str:
@@ -20,7 +21,4 @@ def file_name(stage: str) -> str:
 
 def write_json(path: pathlib.Path, data: Any) -> None:
     """``data`` as JSON at ``path``, written beside it and renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2))

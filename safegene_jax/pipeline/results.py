@@ -14,6 +14,7 @@ import json
 import pathlib
 from typing import Any
 
+from safegene_jax.core.files import write_text
 from safegene_jax.pipeline import jobs
 from safegene_jax.pipeline.config import PipelineConfig
 from safegene_jax.pipeline.files import write_json
@@ -257,5 +258,5 @@ def report(root: pathlib.Path, cfg: PipelineConfig, evals: list[Any] = ()) -> tu
         ),
         "",
     ]
-    (root / "report.md").write_text("\n".join(lines))
+    write_text(root / "report.md", "\n".join(lines))
     return rows, text_table

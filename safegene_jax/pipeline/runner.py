@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from safegene_jax.core.errors import ConfigError
+from safegene_jax.core.files import write_text
 from safegene_jax.pipeline import jobs
 from safegene_jax.pipeline.config import PipelineConfig, dump_config
 from safegene_jax.pipeline.files import file_name, write_json
@@ -335,7 +336,7 @@ def run_pipeline(
     jobs.check_held_out(cfg)  # the data is there, and nothing evaluated was trained or probed on
     enable(cfg.compile_cache)  # a rerun (or a run of the same model) loads its compiled programs
     run.root.mkdir(parents=True, exist_ok=True)
-    (run.root / "config.yaml").write_text(dump_config(cfg))
+    write_text(run.root / "config.yaml", dump_config(cfg))
     planned = plan(cfg, run.root)
     todo = selected(planned, stages)
     records = [run.execute(p, f"{i:2d}/{len(todo)}") for i, p in enumerate(todo, 1)]
