@@ -148,6 +148,10 @@ def test_changed_judge_judges_saved_answers_again(tiny_folder, tmp_path, monkeyp
     assert "| arithmetic: + SafeGene |" in task_card and "| arithmetic: + SafeGene |" not in aligned_card
     assert "| aligned |" in aligned_card and "safegene run quick" in aligned_card
     assert (models / "degraded" / "README.md").is_file()
+    from safegene_jax.method.adapter import SafetyAdapter
+
+    sources = SafetyAdapter.load(tmp_path / "run" / "adapter").metadata["sources"]
+    assert sources == {"aligned": str(models / "aligned"), "degraded": str(models / "degraded")}
     saved = (tmp_path / "run" / "eval" / "arithmetic--task.safety.jsonl").read_text()
 
     def no_generation(*a, **k):

@@ -130,7 +130,8 @@ class Run:
             progress=self.progress,
             compiled=self.compiled,
         )
-        trained = with_params(lm, result.params)
+        # its source is its own folder (the adapter and cards record it), not the model it was trained from
+        trained = dataclasses.replace(with_params(lm, result.params), source=str(self.model_dir(out)))
         last = result.history[-1] if result.history else {}
         info = {"final_loss": last.get("loss"), "steps": result.step}
         card = card_for(self.cfg, out, source, info)
