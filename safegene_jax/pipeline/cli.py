@@ -267,9 +267,6 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     adapter = _load_adapter(args.adapter)
     coeffs = _coeffs(args, adapter)  # a bad coefficients file fails before the model loads
-    lm = load_model(args.model)
-    _check_weights(lm, args)
-    safe = adapter.apply(lm.params, coeffs)
     card = model_card(
         adapter,
         coeffs,
@@ -280,18 +277,40 @@ def cmd_apply(args: argparse.Namespace) -> int:
     )
     recipe, why_not = _recipe(adapter, coeffs, args.model, mergekit_recipe)
     extra = {RECIPE_FILE: recipe} if recipe else {}
-    out = export_hf(
-        with_params(lm, safe).model,
-        args.out,
-        tokenizer=lm.tokenizer,
-        dtype=_dtype(args.dtype, lm),
-        card=card,
-        extra_files=extra,
-        overwrite=args.overwrite,
-    )
+    extra["README.md"] = card
+    if _is_safetensors_folder(args.model):  # disk to disk, one tensor at a time
+        from safegene_jax.interop.streaming import stream_apply
+
+        out = stream_apply(
+            args.model,
+            adapter,
+            args.out,
+            coeffs=coeffs,
+            dtype=args.dtype,
+            check_finite=not args.allow_nonfinite,
+            extra_files=extra,
+            overwrite=args.overwrite,
+        )
+    else:  # a GGUF file or a Hub model: loaded, patched in memory, exported
+        lm = load_model(args.model)
+        _check_weights(lm, args)
+        safe = adapter.apply(lm.params, coeffs)
+        out = export_hf(
+            with_params(lm, safe).model,
+            args.out,
+            tokenizer=lm.tokenizer,
+            dtype=_dtype(args.dtype, lm),
+            extra_files=extra,
+            overwrite=args.overwrite,
+        )
     print(f"wrote {out}: adapter layers {adapter.layers} at scale {args.scale}")
     print(f"mergekit recipe: {out / RECIPE_FILE}" if recipe else f"no mergekit recipe: {why_not}")
     return 0
+
+
+def _is_safetensors_folder(source: str) -> bool:
+    path = pathlib.Path(source).expanduser()
+    return path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors"))
 
 
 def _recipe(adapter, coeffs, task_model: str, make) -> tuple[str | None, str]:

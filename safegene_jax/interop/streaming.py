@@ -1,0 +1,393 @@
+"""Disk-to-disk arithmetic on safetensors folders, one tensor at a time.
+
+``apply`` (task + the adapter's coefficients times its vector), ``extract`` (aligned - degraded over some layers)
+and task arithmetic (task + c * (aligned - degraded)) read, combine and write tensor by tensor, so peak memory is
+about one tensor per input plus the adapter's part for that tensor, whatever the model's size. The output keeps
+the input's files (one file, or shards with an index, with the same names), tensor order and dtype; it is
+written beside the destination and swapped into place (:func:`safegene_jax.core.files.write_folder`).
+
+The safetensors format is read and written here directly (an 8-byte little-endian header length, a JSON header
+of ``{name: {dtype, shape, data_offsets}}``, then the bytes): the header of an output file is known before any
+tensor is computed, because arithmetic keeps every shape (and dtype, unless cast), so each tensor is written as
+soon as it is made. Index files are checked: a shard outside the folder (an absolute path or ``..``) or missing
+is an error before anything is read.
+
+Example::
+
+    adapter = SafetyAdapter.load("adapters/smollm2")
+    stream_apply("runs/task", adapter, "runs/safe", coeffs=recal.coeffs)   # = safegene apply, in O(1 tensor)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+
+from safegene_jax.core.errors import CheckpointError, ConfigError, IncompatibleAdapterError, NonFiniteError
+from safegene_jax.core.files import write_folder
+from safegene_jax.core.layers import layout
+from safegene_jax.core.lowrank import LowRank
+from safegene_jax.models.loading import nnx_to_hf_name
+
+INDEX = "model.safetensors.index.json"
+
+DTYPES = {
+    "F64": np.dtype(np.float64),
+    "F32": np.dtype(np.float32),
+    "F16": np.dtype(np.float16),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "I64": np.dtype(np.int64),
+    "I32": np.dtype(np.int32),
+    "I16": np.dtype(np.int16),
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "BOOL": np.dtype(np.bool_),
+}
+"""safetensors dtype codes and their numpy dtypes."""
+
+_CODES = {v: k for k, v in DTYPES.items()}
+_FLOAT = ("F64", "F32", "F16", "BF16")
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One tensor of a safetensors file: its name, file, dtype code, shape and byte range in the file."""
+
+    name: str
+    file: pathlib.Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+
+def read_header(file: str | os.PathLike) -> tuple[list[Entry], dict]:
+    """The tensors of one safetensors file (in file order) and its ``__metadata__``.
+
+    Raises:
+        CheckpointError: a truncated file, a header that is not JSON, an unknown dtype, or a byte range outside
+            the file or not matching its shape, each naming the file.
+    """
+    file = pathlib.Path(file)
+    size = file.stat().st_size
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{file}: truncated safetensors file ({size} bytes, no header)")
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, _MAX_HEADER):
+            raise CheckpointError(f"{file}: safetensors header of {n} bytes does not fit in the file ({size} bytes)")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{file}: the safetensors header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{file}: the safetensors header is not a JSON object")
+    meta = header.pop("__metadata__", {}) or {}
+    base = 8 + n
+    entries = []
+    for name, info in header.items():
+        try:
+            code, shape, (lo, hi) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{file}: tensor {name!r} has a malformed header entry") from None
+        if code not in DTYPES:
+            raise CheckpointError(f"{file}: tensor {name!r} has dtype {code!r}, which is not read here")
+        want = int(np.prod(shape, dtype=np.int64)) * DTYPES[code].itemsize
+        if not (0 <= lo <= hi and base + hi <= size and hi - lo == want):
+            raise CheckpointError(f"{file}: tensor {name!r} has a byte range outside the file or not of its shape")
+        entries.append(Entry(name, file, code, shape, base + lo, base + hi))
+    entries.sort(key=lambda e: e.start)
+    return entries, meta
+
+
+def shard_files(folder: str | os.PathLike) -> list[pathlib.Path]:
+    """The safetensors files of a model folder: those its index names (each checked to be a file inside the
+    folder), or its single ``*.safetensors`` files.
+
+    Raises:
+        CheckpointError: an index that is not JSON, names a file outside the folder or a missing one; no
+            safetensors file at all.
+    """
+    folder = pathlib.Path(folder)
+    index = folder / INDEX
+    if index.exists():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            names = sorted(set(weight_map.values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise CheckpointError(f"{index}: not an index of safetensors shards (a JSON weight_map)") from None
+        files = []
+        for name in names:
+            rel = pathlib.PurePath(str(name))
+            if rel.is_absolute() or ".." in rel.parts or len(rel.parts) != 1:
+                raise CheckpointError(f"{index} names {name!r}, a file outside the model folder; refused")
+            path = folder / rel
+            if not path.is_file():
+                raise CheckpointError(f"{index} names {name!r}, which is not in {folder}")
+            files.append(path)
+        return files
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise CheckpointError(f"no *.safetensors file in {folder}")
+    return files
+
+
+def folder_entries(folder: str | os.PathLike) -> list[Entry]:
+    """Every tensor of a folder, file by file, in file order; a name in two files is an error."""
+    out, seen = [], set()
+    for file in shard_files(folder):
+        entries, _ = read_header(file)
+        for e in entries:
+            if e.name in seen:
+                raise CheckpointError(f"{folder}: tensor {e.name!r} is in two files")
+            seen.add(e.name)
+        out += entries
+    return out
+
+
+def read_tensor(entry: Entry) -> np.ndarray:
+    """One tensor's values (a fresh array; only its bytes are read)."""
+    with open(entry.file, "rb") as f:
+        f.seek(entry.start)
+        buf = f.read(entry.nbytes)
+    if len(buf) != entry.nbytes:
+        raise CheckpointError(f"{entry.file}: tensor {entry.name!r} is cut short")
+    return np.frombuffer(buf, DTYPES[entry.dtype]).reshape(entry.shape).copy()
+
+
+def _write_file(path: pathlib.Path, plan: Sequence[tuple[Entry, str]], make: Callable[[Entry], np.ndarray]) -> int:
+    """Writes one safetensors file whose tensors are ``plan`` (entry, output dtype code), each made by
+    ``make(entry)`` only when its turn comes. Returns the bytes of tensor data."""
+    header, offset = {}, 0
+    for e, code in plan:
+        n = int(np.prod(e.shape, dtype=np.int64)) * DTYPES[code].itemsize
+        header[e.name] = {"dtype": code, "shape": list(e.shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    header["__metadata__"] = {"format": "pt"}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for e, code in plan:
+            arr = np.ascontiguousarray(make(e))
+            if arr.shape != e.shape or arr.dtype != DTYPES[code]:  # pragma: no cover - a bug in the caller
+                raise ValueError(f"{e.name}: made {arr.dtype}{arr.shape}, expected {DTYPES[code]}{e.shape}")
+            f.write(arr.tobytes())
+    return offset
+
+
+def transform_folder(
+    src: str | os.PathLike,
+    dest: str | os.PathLike,
+    fn: Callable[[str, np.ndarray], np.ndarray],
+    *,
+    dtype: str | None = None,
+    extra_files: dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Writes a copy of the model folder ``src`` at ``dest`` with every tensor ``x`` replaced by ``fn(name, x)``
+    (same shape; cast back to the stored dtype, or to ``dtype`` for floating-point tensors), one tensor at a
+    time; the other files (config, tokenizer, ...) are copied, ``extra_files`` (``{name: text}``) added.
+
+    Raises:
+        CheckpointError: a damaged or unsafe source (see :func:`shard_files`, :func:`read_header`).
+        ConfigError: an unknown ``dtype``, or a destination that is someone else's folder.
+    """
+    src = pathlib.Path(src)
+    if dtype is not None and dtype not in ("float32", "float16", "bfloat16"):
+        raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    out_code = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}.get(dtype or "")
+    files = shard_files(src)
+    per_file = {f: read_header(f)[0] for f in files}
+    index_path = src / INDEX
+
+    def fill(tmp: pathlib.Path) -> None:
+        weight_map, total = {}, 0
+        for file, entries in per_file.items():
+            plan = [(e, out_code if out_code and e.dtype in _FLOAT else e.dtype) for e in entries]
+            total += _write_file(tmp / file.name, plan, _maker(fn, dict((e.name, c) for e, c in plan)))
+            weight_map.update({e.name: file.name for e in entries})
+        if index_path.exists():
+            (tmp / INDEX).write_text(
+                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+            )
+        for item in sorted(src.iterdir()):
+            skip = item.suffix == ".safetensors" or item.name in (INDEX, ".safegene") or item.name.startswith(".")
+            if skip or item.name in (extra_files or {}):
+                continue
+            (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        if dtype is not None and (tmp / "config.json").exists():
+            config = json.loads((tmp / "config.json").read_text())
+            config["dtype"] = dtype
+            config.pop("torch_dtype", None)
+            (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+
+    return write_folder(dest, fill, overwrite=overwrite, what="output")
+
+
+def _maker(fn: Callable[[str, np.ndarray], np.ndarray], codes: dict[str, str]) -> Callable[[Entry], np.ndarray]:
+    """``make(entry)``: the entry's tensor read, passed through ``fn`` and cast to its output dtype."""
+
+    def make(e: Entry) -> np.ndarray:
+        return np.asarray(fn(e.name, read_tensor(e))).astype(DTYPES[codes[e.name]], copy=False)
+
+    return make
+
+
+@jax.jit
+def _combine(x, parts, coeffs):
+    """``x + sum_i coeffs_i * parts_i`` in float32, back in ``x``'s dtype (the in-memory apply's arithmetic)."""
+    acc = x.astype(jnp.float32)
+    for c, v in zip(coeffs, parts):
+        acc = acc + c * v.astype(jnp.float32)
+    return acc.astype(x.dtype)
+
+
+def _dense(leaf: Any) -> np.ndarray:
+    if isinstance(leaf, LowRank):
+        return np.asarray(jnp.reshape(jnp.matmul(leaf.left, leaf.right), leaf.shape))
+    return np.asarray(leaf)
+
+
+def _check_finite(name: str, x: np.ndarray, source: Any) -> None:
+    if np.issubdtype(x.dtype, np.floating) or x.dtype == DTYPES["BF16"]:
+        if not np.isfinite(x.astype(np.float32)).all():
+            raise NonFiniteError(
+                f"tensor {name!r} of {source} holds NaN or inf; nothing was written (pass --allow-nonfinite to go on)"
+            )
+
+
+def _adapter_plan(adapter: Any, coeffs: Any) -> dict[str, tuple[Any, bool, float]]:
+    """``{HF tensor name: (adapter leaf, transpose, coefficient)}`` of the adapter at ``coeffs``."""
+    paths = list(adapter.vector)
+    lay = layout(paths, [tuple(v.shape) for v in adapter.vector.values()])
+    c = np.asarray(adapter.coeffs if coeffs is None else coeffs, np.float32)
+    plan = {}
+    for path, place in zip(paths, lay.leaves):
+        if place.stacked or place.layer is None:
+            raise IncompatibleAdapterError(
+                f"adapter leaf {path!r} is not one layer's: streaming needs per-layer leaves"
+            )
+        coeff = c[place.layer] if c.ndim == 1 else c[place.layer, place.kind]
+        name, transpose = nnx_to_hf_name(path)
+        plan[name] = (adapter.vector[path], transpose, float(coeff))
+    return plan
+
+
+def stream_apply(
+    task_folder: str | os.PathLike,
+    adapter: Any,
+    out: str | os.PathLike,
+    *,
+    coeffs: Any = None,
+    dtype: str | None = None,
+    check_finite: bool = True,
+    extra_files: dict[str, str] | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """``adapter.apply(task, coeffs)`` from the task model's folder to ``out``, one tensor at a time: the same
+    values as the in-memory path (bit for bit), at the memory of one tensor plus its adapter part.
+
+    Raises:
+        IncompatibleAdapterError: an adapter tensor the task folder lacks or has in another shape, or a model
+            with another layer count (checked on the headers, before anything is written).
+        NonFiniteError: NaN or inf in a task tensor (unless ``check_finite=False``); nothing is written.
+    """
+    task_folder = pathlib.Path(task_folder)
+    entries = {e.name: e for e in folder_entries(task_folder)}
+    plan = _adapter_plan(adapter, coeffs)
+    layers = (adapter.metadata.get("architecture") or {}).get("num_layers")
+    config = task_folder / "config.json"
+    if layers and config.exists():
+        found = json.loads(config.read_text()).get("num_hidden_layers")
+        if found is not None and int(found) != int(layers):
+            raise IncompatibleAdapterError(f"adapter is for a {layers}-layer model, {task_folder} has {found} layers")
+    for name, (leaf, transpose, _) in plan.items():
+        if name not in entries:
+            raise IncompatibleAdapterError(f"adapter tensor {name!r} is not in {task_folder} (another architecture?)")
+        want = tuple(reversed(leaf.shape)) if transpose else tuple(leaf.shape)
+        if entries[name].shape != want:
+            raise IncompatibleAdapterError(
+                f"adapter tensor {name!r} has shape {want}, {task_folder} has {entries[name].shape}"
+            )
+
+    def fn(name: str, x: np.ndarray) -> np.ndarray:
+        if check_finite:
+            _check_finite(name, x, task_folder)
+        if name not in plan:
+            return x
+        leaf, transpose, c = plan[name]
+        d = _dense(leaf)
+        return np.asarray(_combine(x, [d.T if transpose else d], [np.float32(c)]))
+
+    return transform_folder(task_folder, out, fn, dtype=dtype, extra_files=extra_files, overwrite=overwrite)
+
+
+def stream_task_arithmetic(
+    task_folder: str | os.PathLike,
+    aligned_folder: str | os.PathLike,
+    degraded_folder: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    coeff: float = 1.0,
+    layers: Sequence[int] | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """``task + coeff * (aligned - degraded)`` on the transformer-layer tensors (all, or ``layers``), disk to
+    disk, three tensors in memory at a time; the rest is the task model's.
+
+    Raises:
+        CheckpointError: a tensor of the task model missing from, or shaped differently in, another model.
+    """
+    task_folder = pathlib.Path(task_folder)
+    aligned, degraded = ({e.name: e for e in folder_entries(f)} for f in (aligned_folder, degraded_folder))
+    keep = None if layers is None else {int(i) for i in layers}
+    task_entries = folder_entries(task_folder)
+    for e in task_entries:
+        if _layer_of(e.name) is None:
+            continue
+        for other, where in ((aligned, aligned_folder), (degraded, degraded_folder)):
+            if e.name not in other or other[e.name].shape != e.shape:
+                raise CheckpointError(f"tensor {e.name!r} of {task_folder} is missing or shaped differently in {where}")
+
+    def fn(name: str, x: np.ndarray) -> np.ndarray:
+        layer = _layer_of(name)
+        if layer is None or (keep is not None and layer not in keep):
+            return x
+        v = read_tensor(aligned[name]).astype(np.float32) - read_tensor(degraded[name]).astype(np.float32)
+        return np.asarray(_combine(x, [v], [np.float32(coeff)]))
+
+    return transform_folder(task_folder, out, fn, overwrite=overwrite)
+
+
+def _layer_of(name: str) -> int | None:
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part == "layers" and parts[i + 1].isdigit():
+            return int(parts[i + 1])
+    return None
+
+
+def iter_tensors(folder: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, values)`` of every tensor of a folder, one at a time (for comparisons and checks)."""
+    for e in folder_entries(folder):
+        yield e.name, read_tensor(e)
