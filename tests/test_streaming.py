@@ -110,3 +110,18 @@ def test_bad_folders_are_named_before_anything_is_written(models, tmp_path):
     with pytest.raises(IncompatibleAdapterError, match="3-layer model"):
         stream_apply(wider, adapter, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_merge_command(models, tmp_path, capsys):
+    from safegene_jax.pipeline.cli import main
+
+    args = ["merge", "--task", str(models["t"]), "--aligned", str(models["a"]), "--degraded", str(models["d"])]
+    assert main([*args, "--out", str(tmp_path / "m"), "--coeff", "0.5"]) == 0
+    expected = stream_task_arithmetic(models["t"], models["a"], models["d"], tmp_path / "ref", coeff=0.5)
+    _same_bits(expected, tmp_path / "m")
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "x"), "--coeff", "-1"]) == 2
+    assert "--coeff must be in (0, 10]" in capsys.readouterr().err
+    bad = ["merge", "--task", str(tmp_path / "none"), "--aligned", str(models["a"]), "--degraded", str(models["d"])]
+    assert main([*bad, "--out", str(tmp_path / "x")]) == 2
+    assert "--task:" in capsys.readouterr().err and not (tmp_path / "x").exists()

@@ -204,6 +204,29 @@ def cmd_export_peft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Task arithmetic disk to disk: TASK + COEFF * (ALIGNED - DEGRADED) on the layer tensors (all, or --layers),
+    one tensor at a time (RESTA's merge without DARE); every input a safetensors folder."""
+    from safegene_jax.interop.streaming import stream_task_arithmetic
+
+    for flag, folder in (("--task", args.task), ("--aligned", args.aligned), ("--degraded", args.degraded)):
+        if not _is_safetensors_folder(folder):
+            raise ConfigError(f"{flag}: {folder} is not a Hugging Face folder with safetensors weights")
+    if not math.isfinite(args.coeff) or not 0 < args.coeff <= COEFF_MAX:
+        raise ConfigError(f"--coeff must be in (0, {COEFF_MAX:g}], got {args.coeff!r}")
+    out = stream_task_arithmetic(
+        args.task,
+        args.aligned,
+        args.degraded,
+        args.out,
+        coeff=args.coeff,
+        layers=args.layers,
+        overwrite=args.overwrite,
+    )
+    print(f"wrote {out}: task + {args.coeff:g} * (aligned - degraded)")
+    return 0
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     """Uploads FOLDER to the Hugging Face Hub as REPO_ID (token from HF_TOKEN or `hf auth login`)."""
     from safegene_jax.interop import push_to_hub
@@ -676,6 +699,15 @@ def build_parser() -> argparse.ArgumentParser:
     peft.add_argument("--base-model", default=None, help="base_model_name_or_path: the task model's Hub id or path")
     peft.set_defaults(func=cmd_export_peft)
 
+    merge = sub.add_parser("merge", help="task + c * (aligned - degraded), disk to disk", description=cmd_merge.__doc__)
+    merge.add_argument("--task", required=True, help="the task model (HF folder)")
+    merge.add_argument("--aligned", required=True, help="the aligned model (HF folder)")
+    merge.add_argument("--degraded", required=True, help="the degraded model (HF folder)")
+    merge.add_argument("--out", required=True, help="destination folder")
+    merge.add_argument("--coeff", type=float, default=1.0, help="the safety vector's coefficient (default 1)")
+    merge.add_argument("--layers", type=_layers, default=None, help="comma-separated layers (default: all)")
+    merge.set_defaults(func=cmd_merge)
+
     push = sub.add_parser("push", help="upload a folder to the Hugging Face Hub", description=cmd_push.__doc__)
     push.add_argument("folder", help="the folder to upload (a model, a PEFT adapter)")
     push.add_argument("repo_id", help="owner/name on the Hub")
@@ -689,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-WRITES_FOLDER = ("align", "degrade", "finetune", "select", "export", "extract", "apply", "export-peft")
+WRITES_FOLDER = ("align", "degrade", "finetune", "select", "export", "extract", "apply", "export-peft", "merge")
 """The commands whose output is a folder: checked (and protected) before any work, with --overwrite."""
 
 
