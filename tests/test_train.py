@@ -273,3 +273,25 @@ def test_uses_build_the_right_pairs(lm, monkeypatch):
         train.mix_harmful([("a", "b")], [("c", "d")], 1.0)
     with pytest.raises(TrainingError, match="no harmful examples"):
         train.mix_harmful([("a", "b")] * 4, [], 0.5)
+
+
+def test_the_log_never_repeats_a_step_after_a_resume(lm, tmp_path):
+    """A run stopped after logging a step past its last checkpoint: the resumed run drops that line and logs
+    each step once (the log read [1, 2, 3, 2, 3] before)."""
+    import dataclasses
+
+    from tiny import tiny_model_folder
+
+    model_dir = tiny_model_folder(tmp_path / "model")
+    ckpt, log = tmp_path / "ckpt", tmp_path / "log.jsonl"
+    cfg = dataclasses.replace(config(), steps=4, save_every=2)
+
+    def stop_at_3(record):
+        if record["step"] == 3:
+            raise KeyboardInterrupt("stopped")
+
+    with pytest.raises(KeyboardInterrupt):
+        sft(tiny_lm(model_dir), PAIRS, cfg, checkpoint_dir=str(ckpt), log_path=str(log), on_step=stop_at_3)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]
+    sft(tiny_lm(model_dir), PAIRS, cfg, checkpoint_dir=str(ckpt), log_path=str(log))
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]

@@ -123,10 +123,35 @@ def _diverged(loss: float, step: int, ckpt: RunCheckpoints | None) -> TrainingEr
     )
 
 
+def _keep_steps_up_to(path: str, step: int) -> None:
+    """Drops the records of ``path`` after ``step`` (those a killed run wrote past its last checkpoint, or an
+    earlier run's), atomically; unreadable lines go too."""
+    import pathlib
+
+    from safegene_jax.core.files import write_text
+
+    file = pathlib.Path(path)
+    if not file.exists():
+        return
+    kept = []
+    lines = file.read_text().splitlines()
+    for line in lines:
+        try:
+            if int(json.loads(line)["step"]) <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            continue
+    if len(kept) != len(lines):
+        write_text(file, "".join(line + "\n" for line in kept))
+
+
 class _Log:
-    """Per-step records: appended to a JSON-lines file and shown on a progress bar."""
+    """Per-step records: appended to a JSON-lines file (keeping, after a resume, only the steps before it) and
+    shown on a progress bar."""
 
     def __init__(self, path: str | None, progress: bool, total: int, start: int):
+        if path:
+            _keep_steps_up_to(path, start)  # a resumed run goes on from its checkpoint's step, never repeats one
         self.file = open(path, "a") if path else None  # noqa: SIM115 - closed in close()
         self.bar = None
         if progress:
