@@ -94,7 +94,7 @@ def _fixture_config(tiny_folder, out, *extra):
 def test_failed_stage_resumes_where_it_stopped(tiny_folder, tmp_path, monkeypatch):
     from safegene_jax.pipeline import run_pipeline
 
-    cfg = _fixture_config(tiny_folder, tmp_path / "run")
+    cfg = _fixture_config(tiny_folder, tmp_path / "run", "tensorboard=true")
 
     def broken(*a, **k):
         raise RuntimeError("power cut")
@@ -113,6 +113,11 @@ def test_failed_stage_resumes_where_it_stopped(tiny_folder, tmp_path, monkeypatc
 
     # a missing output makes its stage run again, even with a matching record
     import shutil
+
+    # tensorboard: true wrote each stage's scalars (steps, layers, recalibration steps) as event files
+    tags = {name: _event_tags(tmp_path / "run" / "tensorboard" / name) for name in ("aligned", "adapter")}
+    assert {"loss", "lr", "tokens_per_s"} <= tags["aligned"] and tags["adapter"] == {"safety_gain", "utility_cost"}
+    assert _event_tags(tmp_path / "run" / "tensorboard" / "recalibrate-arithmetic")
 
     shutil.rmtree(tmp_path / "run" / "adapter")
     result = run_pipeline(cfg, progress=False, echo=lambda s: None)
@@ -175,6 +180,23 @@ def test_changed_judge_judges_saved_answers_again(tiny_folder, tmp_path, monkeyp
     rows = (tmp_path / "run" / "eval" / "arithmetic--task.safety.jsonl").read_text().splitlines()
     assert all(json.loads(r)["degenerate"] for r in rows)
     assert [json.loads(r)["response"] for r in rows] == [json.loads(r)["response"] for r in saved.splitlines()]
+
+
+def _event_tags(folder) -> set[str]:
+    """The scalar tags of the TensorBoard event files in ``folder`` (read record by record, no TensorFlow)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    tags = set()
+    for file in folder.glob("events.out.tfevents.*"):
+        raw, pos = file.read_bytes(), 0
+        while pos < len(raw):
+            (length,) = struct.unpack("<Q", raw[pos : pos + 8])
+            event = event_pb2.Event.FromString(raw[pos + 12 : pos + 12 + length])
+            tags |= {v.tag for v in event.summary.value}
+            pos += 12 + length + 4
+    return tags
 
 
 def test_bad_config_fails_before_any_work(tmp_path, capsys):
@@ -363,3 +385,13 @@ def test_a_small_study_runs_every_stage_kind(tiny_folder, tmp_path):
     assert layers == [0, 1, 2]
     assert "## Frontiers and targets" in (out / "report.md").read_text()
     assert (out / "plots" / "tradeoff-arithmetic@gen2.png").is_file()
+
+
+def test_tensorboard_without_tensorboardx_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboardX" else real(name, *a))
+    assert main(["demo", "--quick", f"out_dir={tmp_path / 'run'}", "tensorboard=true"]) == 2
+    assert "tensorboard: true needs tensorboardX" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

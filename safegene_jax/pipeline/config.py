@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import pathlib
 import types
@@ -348,6 +349,7 @@ class PipelineConfig:
     seed: int = 0  # added to each training section's own seed
     model: str = "smollm2-135m-instruct"
     compile_cache: str = COMPILE_CACHE  # JAX's persistent compilation cache; '' turns it off
+    tensorboard: bool = False  # training, scoring and recalibration scalars to out_dir/tensorboard (tensorboardX)
     tiny: TinySection = TinySection()
     mesh: MeshSection = MeshSection()
     align: AlignSection = AlignSection()
@@ -388,6 +390,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         require(ok, key, f"must be a number, got {value!r}")
+        require(math.isfinite(value), key, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         require(isinstance(value, str), key, f"must be a string, got {value!r}")
@@ -472,6 +475,8 @@ def read_yaml(path: str | os.PathLike, _seen: tuple = ()) -> dict:
     base = data.pop("base", None)
     if base is None:
         return data
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base must name a config file (relative to this one), got {base!r}")
     return _merge(read_yaml(path.parent / base, _seen + (path.resolve(),)), data)
 
 

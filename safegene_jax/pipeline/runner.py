@@ -35,10 +35,11 @@ from collections.abc import Callable
 from typing import Any
 
 from safegene_jax.core.errors import ConfigError
-from safegene_jax.core.files import write_text
+from safegene_jax.core.files import MARKER, mark, write_text
 from safegene_jax.pipeline import jobs
 from safegene_jax.pipeline.config import PipelineConfig, dump_config
 from safegene_jax.pipeline.files import file_name, write_json
+from safegene_jax.pipeline.metrics import check_available
 from safegene_jax.pipeline.results import report
 from safegene_jax.pipeline.stages import Planned, plan
 
@@ -113,6 +114,7 @@ class Run:
         from safegene_jax.models.api import with_params
         from safegene_jax.models.hf import export_hf
         from safegene_jax.pipeline.cards import card_for
+        from safegene_jax.pipeline.metrics import scalar_writer
 
         ckpt = self.root / "ckpt" / f"{out}-{self.current.key}"  # a changed config never resumes another's run
         log = self.root / "logs" / f"{out}.jsonl"
@@ -120,16 +122,18 @@ class Run:
         if not ckpt.exists() and log.exists():
             log.unlink()  # a fresh run of this stage: the old metrics belong to another key
         lm = self.model(source)
-        result = fn(
-            lm,
-            self.cfg,
-            *args,
-            mesh=self.mesh,
-            checkpoint_dir=str(ckpt),
-            log_path=str(log),
-            progress=self.progress,
-            compiled=self.compiled,
-        )
+        with scalar_writer(self.root, out, self.cfg.tensorboard) as board:
+            result = fn(
+                lm,
+                self.cfg,
+                *args,
+                mesh=self.mesh,
+                checkpoint_dir=str(ckpt),
+                log_path=str(log),
+                progress=self.progress,
+                compiled=self.compiled,
+                on_step=(lambda record: board(record, record["step"])) if board else None,
+            )
         # its source is its own folder (the adapter and cards record it), not the model it was trained from
         trained = dataclasses.replace(with_params(lm, result.params), source=str(self.model_dir(out)))
         last = result.history[-1] if result.history else {}
@@ -318,6 +322,28 @@ def selected(stages: list[Planned], patterns: list[str] | None) -> list[Planned]
     return [p for p in stages if p.name in wanted]
 
 
+def check_run_folder(root: pathlib.Path) -> None:
+    """Raises :class:`ConfigError` when ``out_dir`` is a non-empty folder that is not a run's: a run writes its
+    config, models and results there, so someone else's files are never mixed with (or overwritten by) a run's.
+
+    A run's folder carries the library's marker file; folders of runs made before it are recognised by their
+    ``stages/`` records or their ``config.yaml``."""
+    if not root.is_dir() or not any(root.iterdir()) or (root / MARKER).is_file() or (root / "stages").is_dir():
+        return
+    config = root / "config.yaml"
+    try:
+        import yaml
+
+        ours = config.is_file() and {"out_dir", "align", "eval"} <= set(yaml.safe_load(config.read_text()) or {})
+    except (OSError, ValueError, TypeError, yaml.YAMLError):
+        ours = False
+    if not ours:
+        raise ConfigError(
+            f"out_dir: {root} holds files that are not a safegene run's; choose a new or empty folder (a run writes "
+            "its config, models and results there)"
+        )
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     *,
@@ -333,13 +359,16 @@ def run_pipeline(
     run = Run(cfg, echo, progress)
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"out_dir: {run.root} exists and is not a folder")
+    check_run_folder(run.root)
     run.mesh  # noqa: B018 - the mesh must fit the devices before any work
+    check_available(cfg.tensorboard)
     jobs.check_held_out(cfg)  # the data is there, and nothing evaluated was trained or probed on
     enable(cfg.compile_cache)  # a rerun (or a run of the same model) loads its compiled programs
-    run.root.mkdir(parents=True, exist_ok=True)
-    write_text(run.root / "config.yaml", dump_config(cfg))
     planned = plan(cfg, run.root)
-    todo = selected(planned, stages)
+    todo = selected(planned, stages)  # a pattern that matches nothing fails before anything is written
+    run.root.mkdir(parents=True, exist_ok=True)
+    mark(run.root)
+    write_text(run.root / "config.yaml", dump_config(cfg))
     records = [run.execute(p, f"{i:2d}/{len(todo)}") for i, p in enumerate(todo, 1)]
     evals = [p for p in planned if p.name.startswith("eval/")]
     if not all(o.exists() for p in evals for o in p.outputs):

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from safegene_jax.core.errors import ConfigError
 from safegene_jax.pipeline import jobs
 from safegene_jax.pipeline.config import PipelineConfig
+from safegene_jax.pipeline.metrics import write_series
 
 if TYPE_CHECKING:  # pragma: no cover
     from safegene_jax.pipeline.runner import Run
@@ -214,6 +215,10 @@ def _adapter(run: Run) -> dict:
     adapter = jobs.build_adapter(run.model("aligned"), run.model("degraded"), run.cfg, mesh=run.mesh)
     adapter.save(run.root / "adapter", overwrite=True)  # atomic, replacing the run's older one
     run.plot("layer_scores", adapter.scores, selected=adapter.layers)
+    if adapter.scores is not None:
+        gains, costs = adapter.scores.safety_gain, adapter.scores.utility_cost
+        per_layer = [{"safety_gain": float(g), "utility_cost": float(c)} for g, c in zip(gains, costs)]
+        write_series(run.root, "adapter", run.cfg.tensorboard, per_layer)
     run.memo["adapter"] = adapter
     return {"layers": adapter.layers, "summary": json.loads(adapter.summary())}
 
@@ -241,6 +246,7 @@ def _recalibrate(run: Run, model: str, **item) -> dict:
         progress=run.progress,
     )
     run.write_json(run.root / "recalibration" / f"{model}.json", jobs.coefficients_record(rec))
+    write_series(run.root, f"recalibrate-{model}", run.cfg.tensorboard, rec.history)
     return {"alpha": rec.alpha.tolist(), "best_step": rec.best_step, "steps_run": len(rec.history)}
 
 
