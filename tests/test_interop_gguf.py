@@ -380,7 +380,7 @@ def _huge_lm(lm: LoadedModel) -> LoadedModel:
 )
 def test_bad_input_is_refused_before_anything_is_written(tied, tmp_path, case, error, message):
     dest = tmp_path / "out.gguf"
-    dest.write_bytes(b"previous export")
+    dest.write_bytes(b"GGUF previous export")  # a file a rerun may replace (one that is not GGUF is refused)
     (tmp_path / "folder.gguf").mkdir()
     kwargs = {}
     lm = tied

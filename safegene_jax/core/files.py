@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pathlib
 import threading
+from collections.abc import Callable
 
 _LOCK = threading.Lock()
 
@@ -59,6 +60,12 @@ replaced unless the caller says ``overwrite``."""
 
 _MARKER_TEXT = '{"written_by": "safegene_jax"}\n'
 _RENAME_EXCHANGE = 2  # Linux renameat2 flag: swap two paths in one step
+
+
+def mark(folder: str | os.PathLike) -> None:
+    """Writes :data:`MARKER` into ``folder``: a folder this library fills over time (a pipeline run's
+    ``out_dir``) is then recognised as its own, like the folders it writes whole."""
+    (pathlib.Path(folder) / MARKER).write_text(_MARKER_TEXT)
 
 
 def _exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
@@ -128,6 +135,14 @@ def check_destination(dest: str | os.PathLike, *, overwrite: bool = False, what:
             f"{what} {dest} exists and was not written by safegene_jax; choose a new folder, or pass --overwrite "
             "(overwrite=True) to replace it"
         )
+    _check_parent(dest, what)
+    return dest
+
+
+def _check_parent(dest: pathlib.Path, what: str) -> None:
+    """Raises :class:`ConfigError` unless the nearest existing folder above ``dest`` is a folder we may write in."""
+    from safegene_jax.core.errors import ConfigError
+
     parent = dest.absolute().parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -135,6 +150,49 @@ def check_destination(dest: str | os.PathLike, *, overwrite: bool = False, what:
         raise ConfigError(f"{what} {dest}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {dest}: no permission to write in {parent} (checked before any work)")
+
+
+def check_file_destination(
+    dest: str | os.PathLike,
+    *,
+    ours: Callable[[pathlib.Path], bool] | None = None,
+    kind: str = "",
+    overwrite: bool = False,
+    what: str = "output",
+) -> pathlib.Path:
+    """``dest`` as a path, once it is known that a file can be written there without losing someone else's: the
+    file counterpart of :func:`check_destination`, for outputs that are one file.
+
+    Args:
+        dest: the file to write.
+        ours: recognises a file this library wrote (and may replace); ``None``: any existing file may be replaced.
+        kind: what ``ours`` recognises, for the message (``"a coefficients file of safegene"``).
+        overwrite: replace an existing file that ``ours`` does not recognise.
+        what: the destination's name in messages (``"--out"``).
+
+    Raises:
+        ConfigError: ``dest`` is a folder; an existing file that ``ours`` does not recognise (unless
+            ``overwrite``); a file in its path, or a folder we may not write in.
+
+    Example:
+        >>> import tempfile
+        >>> folder = pathlib.Path(tempfile.mkdtemp())
+        >>> check_file_destination(folder, what="--out")
+        Traceback (most recent call last):
+        ...
+        safegene_jax.core.errors.ConfigError: --out ... is a folder; give a file path (the folder is left as it is)
+    """
+    from safegene_jax.core.errors import ConfigError
+
+    dest = pathlib.Path(dest)
+    if dest.is_dir():
+        raise ConfigError(f"{what} {dest} is a folder; give a file path (the folder is left as it is)")
+    if dest.exists() and ours is not None and not overwrite and not ours(dest):
+        raise ConfigError(
+            f"{what} {dest} exists and is not {kind or 'a file safegene_jax wrote'}; choose another path, or pass "
+            "--overwrite (overwrite=True) to replace it"
+        )
+    _check_parent(dest, what)
     return dest
 
 

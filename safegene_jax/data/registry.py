@@ -110,9 +110,14 @@ def load(
         raise DataError(f"unknown dataset {name!r}; known: {', '.join(names())}")
 
     builder_cls, config, folder = BUILDERS[name]
+    root_note = ""  # why $SAFEGENE_DATA_ROOT did not provide the files, said when they cannot be found at all
     if manual_dir is None and os.environ.get("SAFEGENE_DATA_ROOT"):
-        candidate = pathlib.Path(os.environ["SAFEGENE_DATA_ROOT"]) / folder
+        root = pathlib.Path(os.environ["SAFEGENE_DATA_ROOT"])
+        candidate = root / folder
         manual_dir = candidate if candidate.is_dir() else None
+        if manual_dir is None:
+            where = "does not exist" if not root.exists() else f"has no {folder}/ folder"
+            root_note = f"SAFEGENE_DATA_ROOT={root} {where}; "
     kwargs = {"config": config} if config else {}
     base = pathlib.Path(data_dir or default_data_dir())
     probe = builder_cls(data_dir=str(base), file_format="array_record", **kwargs)
@@ -137,15 +142,17 @@ def load(
             config_kwargs["manual_dir"] = str(manual_dir)
         try:
             builder.download_and_prepare(download_config=tfds.download.DownloadConfig(**config_kwargs))
-        except DataError:
+        except DataError as e:
+            if root_note:
+                raise DataError(f"{root_note}{e}") from None
             raise
         except Exception as e:  # tfds wraps our errors in its own
             cause = e
             while cause.__cause__ is not None and not isinstance(cause, DataError):
                 cause = cause.__cause__
             if isinstance(cause, DataError):
-                raise cause from None
-            raise DataError(f"{name}: could not prepare the dataset: {e}") from e
+                raise DataError(f"{root_note}{cause}") from None
+            raise DataError(f"{root_note}{name}: could not prepare the dataset: {e}") from e
     if split not in builder.info.splits:
         raise DataError(f"{name} has no split {split!r} prepared; prepared: {', '.join(builder.info.splits)}")
     features = builder.info.features

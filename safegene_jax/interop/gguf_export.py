@@ -132,12 +132,25 @@ def gguf_arch(config: LlamaConfig) -> str:
     return arch
 
 
-def check_destination(path: str | os.PathLike) -> pathlib.Path:
-    """The destination as a path, once its folder exists and its name ends in ``.gguf``.
+def _is_gguf(path: pathlib.Path) -> bool:
+    """Whether the file at ``path`` starts with the GGUF magic (a file a rerun may replace)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+def check_destination(path: str | os.PathLike, overwrite: bool = False) -> pathlib.Path:
+    """The destination as a path, once its folder exists, its name ends in ``.gguf`` and writing there loses
+    nothing of someone else's: an existing file is replaced only if it is a GGUF file, or with ``overwrite``.
 
     Raises:
-        ConfigError: the folder does not exist, the path is a folder, or the name is not ``*.gguf``.
+        ConfigError: the folder does not exist, the path is a folder, the name is not ``*.gguf``, or an existing
+            file there is not a GGUF file (and ``overwrite`` is false).
     """
+    from safegene_jax.core.files import check_file_destination
+
     dest = pathlib.Path(path).expanduser()
     if dest.is_dir():
         raise ConfigError(f"GGUF destination {dest} is a folder; pass a file path ending in .gguf")
@@ -145,7 +158,7 @@ def check_destination(path: str | os.PathLike) -> pathlib.Path:
         raise ConfigError(f"GGUF destination {dest} must end in .gguf (load_model recognises GGUF files by it)")
     if not dest.parent.is_dir():
         raise ConfigError(f"GGUF destination folder {dest.parent} does not exist; create it first")
-    return dest
+    return check_file_destination(dest, ours=_is_gguf, kind="a GGUF file", overwrite=overwrite, what="GGUF destination")
 
 
 # ---- names and tensor types --------------------------------------------------------------------------
@@ -525,7 +538,9 @@ def default_name(source: str) -> str:
     return stem[: -len(".gguf")] if stem.lower().endswith(".gguf") else stem
 
 
-def export_gguf(lm: Any, path: str | os.PathLike, *, dtype: str = "F32", name: str | None = None) -> pathlib.Path:
+def export_gguf(
+    lm: Any, path: str | os.PathLike, *, dtype: str = "F32", name: str | None = None, overwrite: bool = False
+) -> pathlib.Path:
     """Writes a loaded model, tokenizer and chat template included, as one GGUF file.
 
     Tensor types: ``F32`` stores every tensor as float32; ``F16`` / ``BF16`` store 2-D weights as
@@ -538,6 +553,7 @@ def export_gguf(lm: Any, path: str | os.PathLike, *, dtype: str = "F32", name: s
         path: the destination file, ``*.gguf``, in an existing folder; replaced atomically.
         dtype: one of :data:`SUPPORTED_GGUF_TYPES` (case-insensitive).
         name: ``general.name`` (default: the source's file or folder name).
+        overwrite: replace an existing file at ``path`` that is not a GGUF file (one that is, is replaced anyway).
 
     Returns:
         The path of the written file.
@@ -555,7 +571,7 @@ def export_gguf(lm: Any, path: str | os.PathLike, *, dtype: str = "F32", name: s
         PosixPath('/tmp/smollm2.gguf')
     """
     dtype = gguf_type_name(dtype)
-    dest = check_destination(path)
+    dest = check_destination(path, overwrite)
     config = lm.config
     arch = gguf_arch(config)
     if lm.tokenizer is None:

@@ -25,7 +25,7 @@ import json
 import os
 import pathlib
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -268,6 +268,27 @@ def _dense(leaf: Any) -> np.ndarray:
     return np.asarray(leaf)
 
 
+def _checked_config(folder: pathlib.Path) -> Any:
+    """The folder's ``config.json`` read and checked as the loader reads it (``None`` without one): a damaged
+    config fails before any tensor is written, instead of being copied into the output."""
+    if not (folder / "config.json").exists():
+        return None
+    from safegene_jax.models.hf import read_config
+
+    return read_config(folder)
+
+
+def _check_float(entries: Iterable[Entry], folder: Any) -> None:
+    """Raises :class:`CheckpointError` for the first tensor that is not floating point: model weights are, and
+    the arithmetic would silently round an integer tensor (the in-memory loader refuses such checkpoints too)."""
+    for e in entries:
+        if e.dtype not in _FLOAT:
+            raise CheckpointError(
+                f"{folder}: tensor {e.name!r} is stored as {e.dtype}; model weights must be floating point "
+                f"({', '.join(_FLOAT)})"
+            )
+
+
 def _check_finite(name: str, x: np.ndarray, source: Any) -> None:
     if np.issubdtype(x.dtype, np.floating) or x.dtype == DTYPES["BF16"]:
         if not np.isfinite(x.astype(np.float32)).all():
@@ -314,13 +335,13 @@ def stream_apply(
     """
     task_folder = pathlib.Path(task_folder)
     entries = {e.name: e for e in folder_entries(task_folder)}
+    _check_float(entries.values(), task_folder)
     plan = _adapter_plan(adapter, coeffs)
     layers = (adapter.metadata.get("architecture") or {}).get("num_layers")
-    config = task_folder / "config.json"
-    if layers and config.exists():
-        found = json.loads(config.read_text()).get("num_hidden_layers")
-        if found is not None and int(found) != int(layers):
-            raise IncompatibleAdapterError(f"adapter is for a {layers}-layer model, {task_folder} has {found} layers")
+    config = _checked_config(task_folder)
+    if layers and config is not None and config.num_hidden_layers != int(layers):
+        found = config.num_hidden_layers
+        raise IncompatibleAdapterError(f"adapter is for a {layers}-layer model, {task_folder} has {found} layers")
     for name, (leaf, transpose, _) in plan.items():
         if name not in entries:
             raise IncompatibleAdapterError(f"adapter tensor {name!r} is not in {task_folder} (another architecture?)")
@@ -362,6 +383,23 @@ def stream_task_arithmetic(
     aligned, degraded = ({e.name: e for e in folder_entries(f)} for f in (aligned_folder, degraded_folder))
     keep = None if layers is None else {int(i) for i in layers}
     task_entries = folder_entries(task_folder)
+    _check_float(task_entries, task_folder)
+    _check_float(aligned.values(), aligned_folder)
+    _check_float(degraded.values(), degraded_folder)
+    names = {e.name for e in task_entries}
+    for other, where in ((aligned, aligned_folder), (degraded, degraded_folder)):
+        extra = sorted(n for n in other if _layer_of(n) is not None and n not in names)
+        if extra:
+            raise CheckpointError(
+                f"tensor {extra[0]!r} of {where} is not in {task_folder}: the models differ in architecture or size"
+            )
+    config = _checked_config(task_folder)
+    if keep is not None and config is not None:
+        bad = sorted(i for i in keep if not 0 <= i < config.num_hidden_layers)
+        if bad:
+            raise ConfigError(
+                f"layers: layer {bad[0]} is out of range for the {config.num_hidden_layers}-layer model {task_folder}"
+            )
     for e in task_entries:
         if _layer_of(e.name) is None:
             continue

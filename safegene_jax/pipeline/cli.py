@@ -36,7 +36,7 @@ import time
 
 from safegene_jax._version import __version__
 from safegene_jax.core.errors import CheckpointNotFoundError, ConfigError, SafeGeneError
-from safegene_jax.core.files import write_text
+from safegene_jax.core.files import check_file_destination, write_text
 
 
 def _bar(value: float, top: float, width: int = 30) -> str:
@@ -51,6 +51,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     import safegene_jax as sg
     from safegene_jax.models.synthetic import SMOLLM2_135M, llama_params, remove_direction
 
+    _check_synthetic(args)
     shape = (
         SMOLLM2_135M
         if args.layers is None
@@ -104,6 +105,18 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_synthetic(args: argparse.Namespace) -> None:
+    """The options of ``synthetic``, before the model is built."""
+    if args.layers is not None and args.layers < 3:
+        raise ConfigError(f"--layers must be at least 3 (three layers are planted), got {args.layers}")
+    if args.rank < 1:
+        raise ConfigError(f"--rank must be >= 1, got {args.rank}")
+    if not (math.isfinite(args.scale) and args.scale > 0):
+        raise ConfigError(f"--scale must be a finite number > 0, got {args.scale!r}")
+    if not (math.isfinite(args.noise) and args.noise >= 0):
+        raise ConfigError(f"--noise must be a finite number >= 0, got {args.noise!r}")
+
+
 def _layers(text: str | None) -> list[int] | None:
     if not text:
         return None
@@ -151,9 +164,9 @@ def cmd_export_gguf(args: argparse.Namespace) -> int:
     from safegene_jax.interop.gguf_export import check_destination, gguf_type_name
     from safegene_jax.models import load_model
 
-    gguf_type_name(args.type), check_destination(args.out)  # before the model loads
+    gguf_type_name(args.type), check_destination(args.out, args.overwrite)  # before the model loads
     lm = load_model(args.model)
-    out = export_gguf(lm, args.out, dtype=args.type)
+    out = export_gguf(lm, args.out, dtype=args.type, overwrite=args.overwrite)
     print(f"wrote {out} ({args.type}, {out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
@@ -211,7 +224,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
     for flag, folder in (("--task", args.task), ("--aligned", args.aligned), ("--degraded", args.degraded)):
         if not _is_safetensors_folder(folder):
-            raise ConfigError(f"{flag}: {folder} is not a Hugging Face folder with safetensors weights")
+            raise ConfigError(f"{flag}: {folder} is not a Hugging Face folder (config.json and safetensors weights)")
     if not math.isfinite(args.coeff) or not 0 < args.coeff <= COEFF_MAX:
         raise ConfigError(f"--coeff must be in (0, {COEFF_MAX:g}], got {args.coeff!r}")
     out = stream_task_arithmetic(
@@ -379,6 +392,8 @@ def _coeffs(args: argparse.Namespace, adapter):
 
     import numpy as np
 
+    from safegene_jax.core.layers import MODULE_KINDS
+
     coeffs = np.asarray(adapter.coeffs, np.float32)
     if getattr(args, "coeffs", None):
         path = pathlib.Path(args.coeffs)
@@ -386,8 +401,11 @@ def _coeffs(args: argparse.Namespace, adapter):
             raise ConfigError(f"--coeffs: no coefficients file at {path}")
         try:
             record = json.loads(path.read_text())
-            coeffs = np.asarray(record["coeffs"], np.float32)
-        except (ValueError, KeyError, TypeError) as e:
+            raw = np.asarray(record["coeffs"])
+            if raw.dtype.kind not in "iuf":  # booleans, strings, null and ragged lists are not coefficients
+                raise TypeError(f"coeffs holds {raw.dtype.name} values, not numbers")
+            coeffs = raw.astype(np.float32)
+        except (ValueError, KeyError, TypeError, IndexError) as e:
             raise ConfigError(
                 f"--coeffs: {path} is not a coefficients file of `safegene recalibrate` ({type(e).__name__}: {e})"
             ) from None
@@ -396,6 +414,13 @@ def _coeffs(args: argparse.Namespace, adapter):
                 f"--coeffs: {path} has {coeffs.shape[0] if coeffs.ndim else 0} layer coefficients, "
                 f"the adapter {len(adapter.coeffs)}"
             )
+        kinds = len(MODULE_KINDS)
+        if coeffs.ndim > 2 or (coeffs.ndim == 2 and coeffs.shape[1] != kinds):
+            raise ConfigError(
+                f"--coeffs: {path} holds coefficients of shape {coeffs.shape}; the adapter takes "
+                f"({len(adapter.coeffs)},) (one per layer) or ({len(adapter.coeffs)}, {kinds}) (one per layer and "
+                f"kind: {', '.join(MODULE_KINDS)})"
+            )
         outside = ~np.isfinite(coeffs) | (coeffs < 0) | (coeffs > COEFF_MAX)
         if outside.any():
             i = tuple(int(x) for x in np.argwhere(outside)[0])
@@ -403,9 +428,10 @@ def _coeffs(args: argparse.Namespace, adapter):
                 f"--coeffs: {path} has coefficient {float(coeffs[i])!r} at {list(i)}, outside [0, {COEFF_MAX:g}] "
                 "(recalibration keeps them in [0, alpha_max] times a check scale): a damaged or edited file?"
             )
-    if not math.isfinite(args.scale) or not 0 < args.scale <= COEFF_MAX:
-        raise ConfigError(f"--scale must be in (0, {COEFF_MAX:g}], got {args.scale!r}")
-    return coeffs * args.scale
+    scale = 1.0 if args.scale is None else args.scale
+    if not math.isfinite(scale) or not 0 < scale <= COEFF_MAX:
+        raise ConfigError(f"--scale must be in (0, {COEFF_MAX:g}], got {scale!r}")
+    return coeffs * scale
 
 
 COEFF_MAX = 10.0
@@ -450,7 +476,11 @@ def _train_cmd(fn_name: str):
 
         cfg = _config(args, extra=[f"model={args.model}"] if args.model else [])
         task = getattr(args, "task", None)
-        _check_tasks([task] if task is not None else [])
+        if args.log:
+            check_file_destination(args.log, what="--log")
+        section = getattr(cfg, fn_name)
+        pairs = list(section.harmful_sets) + list(getattr(section, "benign_sets", []))
+        _check_data(tasks=[task] if task is not None else [], split="train", pairs=pairs)
         lm = jobs.load_base(cfg)
         fn = getattr(jobs, f"{fn_name}_model")
         extra = (task,) if task is not None else ()
@@ -476,6 +506,26 @@ def _check_tasks(tasks: list[str]) -> None:
         raise ConfigError(f"unknown task {unknown[0]!r}; known: {', '.join(sorted(TASK_SETS))}")
 
 
+def _check_data(tasks=(), split: str = "train", pairs=(), prompts=()) -> None:
+    """Reads every task split and data set a stage command will use (public ones are prepared once, from
+    ``$SAFEGENE_DATA_ROOT`` or a download), so missing data fails before any model loads or trains."""
+    from safegene_jax.data.prompt_sets import pair_set, prompt_set
+    from safegene_jax.data.task_sets import task_size
+
+    _check_tasks(list(tasks))
+    for t in dict.fromkeys(tasks):
+        task_size(t, split)
+    for name in dict.fromkeys(pairs):
+        pair_set(name)
+    for name in dict.fromkeys(prompts):
+        prompt_set(name)
+
+
+def _recalibration_sets(cfg) -> list[str]:
+    r = cfg.recalibrate
+    return list(r.harmful_sets) + list(r.benign_sets) + list(r.borderline_sets) + list(r.check_sets)
+
+
 def cmd_select(args: argparse.Namespace) -> int:
     """Extracts aligned - degraded, scores every layer on the degraded model, keeps the top-k: the adapter."""
     from safegene_jax.eval.report import plot_layer_scores
@@ -483,6 +533,9 @@ def cmd_select(args: argparse.Namespace) -> int:
     from safegene_jax.pipeline import jobs
 
     cfg = _config(args)
+    if args.plot:
+        check_file_destination(args.plot, what="--plot")
+    _check_data(pairs=list(cfg.select.harmful_sets) + list(cfg.select.benign_sets))
     aligned, degraded = load_model(args.aligned), load_model(args.degraded)
     adapter = jobs.build_adapter(aligned, degraded, cfg, mesh=jobs.run_mesh(cfg))
     adapter.save(args.out, overwrite=args.overwrite)
@@ -501,7 +554,10 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     from safegene_jax.pipeline import jobs
 
     cfg = _config(args)
-    _check_tasks([args.task])
+    check_file_destination(
+        args.out, ours=_is_coefficients, kind="a coefficients file of safegene", overwrite=args.overwrite, what="--out"
+    )
+    _check_data(tasks=[args.task], split="train", pairs=_recalibration_sets(cfg))
     adapter = _load_adapter(args.adapter)
     lm = load_model(args.model)
     rec = jobs.recalibrate_model(lm, adapter, cfg, args.task)
@@ -510,6 +566,17 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     write_text(out, json.dumps(jobs.coefficients_record(rec), indent=2))
     print(f"wrote {out}: alpha {[round(float(a), 4) for a in rec.alpha.ravel()]} for layers {rec.layers}")
     return 0
+
+
+def _is_coefficients(path: pathlib.Path) -> bool:
+    """Whether ``path`` holds a coefficients record (what ``recalibrate`` writes, and may replace)."""
+    import json
+
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "coeffs" in record
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -522,7 +589,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     tasks = args.tasks or []
-    _check_tasks(tasks)
+    if not args.adapter and (args.coeffs or args.scale is not None):
+        raise ConfigError(f"{'--coeffs' if args.coeffs else '--scale'} applies to an adapter: pass --adapter too")
+    if args.out:
+        for suffix in [".json", ".safety.jsonl", *(f".{t}.jsonl" for t in tasks)]:
+            check_file_destination(f"{args.out}{suffix}", what="--out")
+    e = cfg.eval
+    _check_data(tasks=tasks, split="test", prompts=[*e.harmful_sets, *e.safe_sets, *e.contrast_sets])
     adapter = _load_adapter(args.adapter) if args.adapter else None
     coeffs = _coeffs(args, adapter) if adapter is not None else None  # a bad file fails before the model loads
     lm = load_model(args.model)
@@ -562,8 +635,18 @@ def _add_config_args(p: argparse.ArgumentParser, config: bool = True) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. align.steps=20")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are :class:`ConfigError` (one line from ``main``, exit code 2, like every
+    other input error) instead of a usage block and ``SystemExit``; ``prog`` on the error names the command."""
+
+    def error(self, message: str):
+        e = ConfigError(f"{message} (see {self.prog} --help)")
+        e.prog = self.prog
+        raise e
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="safegene", description="Restore the safety alignment LLMs lose when fine-tuned (SafeGene, in JAX)."
     )
     parser.add_argument("--version", action="version", version=f"safegene_jax {__version__}")
@@ -625,6 +708,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--adapter", required=True, help="adapter folder")
     rec.add_argument("--task", required=True, help="the task (its few shots measure utility)")
     rec.add_argument("--out", required=True, help="coefficients JSON")
+    rec.add_argument(
+        "--overwrite", action="store_true", help="replace an existing file that is not a coefficients file"
+    )
     _add_config_args(rec)
     rec.set_defaults(func=cmd_recalibrate)
 
@@ -632,7 +718,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="the model to evaluate")
     ev.add_argument("--adapter", default=None, help="patch the model with this adapter first")
     ev.add_argument("--coeffs", default=None, help="coefficients JSON from `safegene recalibrate`")
-    ev.add_argument("--scale", type=float, default=1.0, help="multiplies the coefficients")
+    ev.add_argument("--scale", type=float, default=None, help="multiplies the coefficients (default 1)")
     ev.add_argument("--tasks", type=lambda t: [x for x in t.split(",") if x], default=None, help="comma-separated")
     ev.add_argument("--out", default=None, help="path prefix for the responses (JSONL) and summary (JSON)")
     _add_config_args(ev)
@@ -677,6 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
     gguf.add_argument("model", help="HF folder, .gguf file, hub id or embedded name")
     gguf.add_argument("out", help="destination .gguf file (replaced atomically)")
     gguf.add_argument("--type", default="F32", type=str.upper, help="F32 (default), F16 or Q8_0")
+    gguf.add_argument("--overwrite", action="store_true", help="replace an existing file that is not a GGUF file")
     gguf.set_defaults(func=cmd_export_gguf)
 
     peft = sub.add_parser(
@@ -728,13 +815,15 @@ WRITES_FOLDER = ("align", "degrade", "finetune", "select", "export", "extract", 
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ConfigError as e:  # a missing or malformed option: one line, like every other input error
+        print(f"{getattr(e, 'prog', 'safegene')}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     args.argv = argv
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.command == "synthetic" and args.layers is not None and args.layers < 3:
-        parser.error("--layers must be at least 3")
     import os
 
     from safegene_jax.runtime.distributed import maybe_initialize

@@ -59,6 +59,28 @@ def save_tree(path: str | os.PathLike, tree: Any, metadata: dict | None = None, 
         raise
 
 
+def _quiet_abandoned_reads() -> None:
+    """After a failed restore, Orbax leaves the other reads in flight: their coroutines raise again when they
+    are closed, and TensorStore's callbacks find Orbax's event loop closed. Python reports both through
+    ``sys.unraisablehook`` as tracebacks on stderr, after the error that already names the damaged checkpoint.
+    This drops those two reports, and only those, for the rest of the process."""
+    import sys
+
+    previous = sys.unraisablehook
+    if getattr(previous, "quiets_abandoned_reads", False):
+        return
+
+    def hook(unraisable) -> None:
+        obj, exc = unraisable.object, unraisable.exc_value
+        orbax_read = "orbax" in getattr(getattr(obj, "cr_code", None), "co_filename", "")
+        closed_loop = obj is None and isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
+        if not (orbax_read or closed_loop):
+            previous(unraisable)
+
+    hook.quiets_abandoned_reads = True
+    sys.unraisablehook = hook
+
+
 def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = None) -> tuple[Any, dict]:
     """``(tree, metadata)`` from :func:`save_tree`; with ``target``/``shardings`` it lands on those shardings."""
     import orbax.checkpoint as ocp
@@ -75,6 +97,12 @@ def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = N
             tree_args = ocp.args.StandardRestore(abstract_like(target, shardings) if target is not None else None)
             restored = ckpt.restore(path, args=ocp.args.Composite(tree=tree_args, meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001 - whatever the storage layer raises on damaged files
+        _quiet_abandoned_reads()
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(f"{path} cannot be read, damaged or incomplete ({type(e).__name__}: {first})") from e
-    return restored.tree, dict(restored.meta or {})
+    meta = restored.meta or {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{path}: its metadata (meta/metadata) is a JSON {type(meta).__name__}, not an object: damaged or edited"
+        )
+    return restored.tree, dict(meta)
