@@ -33,7 +33,12 @@ def _same_bits(x: pathlib.Path, y: pathlib.Path) -> None:
 
 @pytest.mark.parametrize("source", ["t", "t16"])
 @pytest.mark.parametrize("coeffs", [np.array([0.7, 0.0, 1.3], np.float32), np.full((3, 3), 0.5, np.float32)])
-def test_stream_apply_equals_the_in_memory_apply_bit_for_bit(models, tmp_path, source, coeffs):
+@pytest.mark.parametrize("block", [None, 64])  # whole tensors, or blocks of 64 bytes of rows (many per tensor)
+def test_stream_apply_equals_the_in_memory_apply_bit_for_bit(models, tmp_path, monkeypatch, source, coeffs, block):
+    from safegene_jax.interop import streaming
+
+    if block is not None:
+        monkeypatch.setattr(streaming, "BLOCK_BYTES", block)
     src, adapter = models[source], models["adapter"]
     lm = load_model(src)
     memory = export_hf(
@@ -59,8 +64,11 @@ def test_stream_apply_casts_on_request(models, tmp_path):
     assert {a.dtype for _, a in iter_tensors(out)} == {np.dtype(np.float32)}
 
 
-def test_stream_task_arithmetic_equals_the_in_memory_baseline(models, tmp_path):
+def test_stream_task_arithmetic_equals_the_in_memory_baseline(models, tmp_path, monkeypatch):
     from safegene_jax import safety_vector
+    from safegene_jax.interop import streaming
+
+    monkeypatch.setattr(streaming, "BLOCK_BYTES", 100)
     from safegene_jax.method.baselines import task_arithmetic
 
     lt = load_model(models["t"])

@@ -171,9 +171,40 @@ def read_tensor(entry: Entry) -> np.ndarray:
     return np.frombuffer(buf, DTYPES[entry.dtype]).reshape(entry.shape).copy()
 
 
-def _write_file(path: pathlib.Path, plan: Sequence[tuple[Entry, str]], make: Callable[[Entry], np.ndarray]) -> int:
+BLOCK_BYTES = 8 * 1024 * 1024
+"""Tensors are combined in blocks of rows of about this many float32 bytes, so the arithmetic's temporaries stay
+small whatever the tensor's size (the operations are elementwise: blocks give the same bits)."""
+
+
+def row_blocks(entry: Entry) -> Iterator[tuple[int, int]]:
+    """``(lo, hi)`` row ranges (along the first axis) covering ``entry`` in blocks of about :data:`BLOCK_BYTES`."""
+    rows = entry.shape[0] if entry.shape else 1
+    per_row = max(1, int(np.prod(entry.shape[1:], dtype=np.int64))) * 4
+    step = max(1, BLOCK_BYTES // per_row)
+    for lo in range(0, rows, step):
+        yield lo, min(rows, lo + step)
+    if rows == 0:
+        yield 0, 0
+
+
+def read_rows(entry: Entry, lo: int, hi: int) -> np.ndarray:
+    """Rows ``lo:hi`` of a tensor (its first axis), reading only their bytes; the whole of a 0-d tensor."""
+    if not entry.shape:
+        return read_tensor(entry)
+    row = int(np.prod(entry.shape[1:], dtype=np.int64)) * DTYPES[entry.dtype].itemsize
+    with open(entry.file, "rb") as f:
+        f.seek(entry.start + lo * row)
+        buf = f.read((hi - lo) * row)
+    if len(buf) != (hi - lo) * row:
+        raise CheckpointError(f"{entry.file}: tensor {entry.name!r} is cut short")
+    return np.frombuffer(buf, DTYPES[entry.dtype]).reshape((hi - lo, *entry.shape[1:])).copy()
+
+
+def _write_file(
+    path: pathlib.Path, plan: Sequence[tuple[Entry, str]], make: Callable[[Entry], Iterator[np.ndarray]]
+) -> int:
     """Writes one safetensors file whose tensors are ``plan`` (entry, output dtype code), each made by
-    ``make(entry)`` only when its turn comes. Returns the bytes of tensor data."""
+    ``make(entry)`` (its blocks of rows, in order) only when its turn comes. Returns the bytes of tensor data."""
     header, offset = {}, 0
     for e, code in plan:
         n = int(np.prod(e.shape, dtype=np.int64)) * DTYPES[code].itemsize
@@ -186,25 +217,31 @@ def _write_file(path: pathlib.Path, plan: Sequence[tuple[Entry, str]], make: Cal
         f.write(len(raw).to_bytes(8, "little"))
         f.write(raw)
         for e, code in plan:
-            arr = np.ascontiguousarray(make(e))
-            if arr.shape != e.shape or arr.dtype != DTYPES[code]:  # pragma: no cover - a bug in the caller
-                raise ValueError(f"{e.name}: made {arr.dtype}{arr.shape}, expected {DTYPES[code]}{e.shape}")
-            f.write(arr.tobytes())
+            written = 0
+            for block in make(e):
+                arr = np.ascontiguousarray(block)
+                if arr.dtype != DTYPES[code]:  # pragma: no cover - a bug in the caller
+                    raise ValueError(f"{e.name}: made {arr.dtype}, expected {DTYPES[code]}")
+                f.write(arr.tobytes())
+                written += arr.size
+            if written != int(np.prod(e.shape, dtype=np.int64)):  # pragma: no cover - a bug in the caller
+                raise ValueError(f"{e.name}: made {written} values, expected shape {e.shape}")
     return offset
 
 
 def transform_folder(
     src: str | os.PathLike,
     dest: str | os.PathLike,
-    fn: Callable[[str, np.ndarray], np.ndarray],
+    fn: Callable[[str, np.ndarray, int, int], np.ndarray],
     *,
     dtype: str | None = None,
     extra_files: dict[str, str] | None = None,
     overwrite: bool = False,
 ) -> pathlib.Path:
-    """Writes a copy of the model folder ``src`` at ``dest`` with every tensor ``x`` replaced by ``fn(name, x)``
-    (same shape; cast back to the stored dtype, or to ``dtype`` for floating-point tensors), one tensor at a
-    time; the other files (config, tokenizer, ...) are copied, ``extra_files`` (``{name: text}``) added.
+    """Writes a copy of the model folder ``src`` at ``dest`` with every tensor replaced, block of rows by block
+    of rows, by ``fn(name, rows, lo, hi)`` (``rows``: the tensor's rows ``lo:hi``; the result has their shape and
+    is cast back to the stored dtype, or to ``dtype`` for floating-point tensors); the other files (config,
+    tokenizer, ...) are copied, ``extra_files`` (``{name: text}``) added.
 
     Raises:
         CheckpointError: a damaged or unsafe source (see :func:`shard_files`, :func:`read_header`).
@@ -244,11 +281,15 @@ def transform_folder(
     return write_folder(dest, fill, overwrite=overwrite, what="output")
 
 
-def _maker(fn: Callable[[str, np.ndarray], np.ndarray], codes: dict[str, str]) -> Callable[[Entry], np.ndarray]:
-    """``make(entry)``: the entry's tensor read, passed through ``fn`` and cast to its output dtype."""
+def _maker(
+    fn: Callable[[str, np.ndarray, int, int], np.ndarray], codes: dict[str, str]
+) -> Callable[[Entry], Iterator[np.ndarray]]:
+    """``make(entry)``: the entry's blocks of rows, each read, passed through ``fn`` and cast to its output
+    dtype."""
 
-    def make(e: Entry) -> np.ndarray:
-        return np.asarray(fn(e.name, read_tensor(e))).astype(DTYPES[codes[e.name]], copy=False)
+    def make(e: Entry) -> Iterator[np.ndarray]:
+        for lo, hi in row_blocks(e):
+            yield np.asarray(fn(e.name, read_rows(e, lo, hi), lo, hi)).astype(DTYPES[codes[e.name]], copy=False)
 
     return make
 
@@ -351,14 +392,20 @@ def stream_apply(
                 f"adapter tensor {name!r} has shape {want}, {task_folder} has {entries[name].shape}"
             )
 
-    def fn(name: str, x: np.ndarray) -> np.ndarray:
+    current: dict[str, np.ndarray] = {}  # the dense delta of the tensor being written, in HF layout
+
+    def fn(name: str, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
         if check_finite:
             _check_finite(name, x, task_folder)
         if name not in plan:
             return x
         leaf, transpose, c = plan[name]
-        d = _dense(leaf)
-        return np.asarray(_combine(x, [d.T if transpose else d], [np.float32(c)]))
+        if name not in current:
+            current.clear()
+            d = _dense(leaf)
+            current[name] = d.T if transpose else d
+        d = current[name]
+        return np.asarray(_combine(x, [np.ascontiguousarray(d[lo:hi] if d.ndim else d)], [np.float32(c)]))
 
     return transform_folder(task_folder, out, fn, dtype=dtype, extra_files=extra_files, overwrite=overwrite)
 
@@ -407,12 +454,12 @@ def stream_task_arithmetic(
             if e.name not in other or other[e.name].shape != e.shape:
                 raise CheckpointError(f"tensor {e.name!r} of {task_folder} is missing or shaped differently in {where}")
 
-    def fn(name: str, x: np.ndarray) -> np.ndarray:
+    def fn(name: str, x: np.ndarray, lo: int, hi: int) -> np.ndarray:
         layer = _layer_of(name)
         if layer is None or (keep is not None and layer not in keep):
             return x
-        v = read_tensor(aligned[name]).astype(np.float32) - read_tensor(degraded[name]).astype(np.float32)
-        return np.asarray(_combine(x, [v], [np.float32(coeff)]))
+        a, d = read_rows(aligned[name], lo, hi), read_rows(degraded[name], lo, hi)
+        return np.asarray(_combine(x, [a.astype(np.float32) - d.astype(np.float32)], [np.float32(coeff)]))
 
     return transform_folder(task_folder, out, fn, overwrite=overwrite)
 
