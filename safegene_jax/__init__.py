@@ -82,6 +82,8 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs
         task_arithmetic,
     )
     from safegene_jax.models import (
+        Gemma3Config,
+        Gemma3ForCausalLM,
         LayeredApply,
         LlamaConfig,
         LlamaForCausalLM,
@@ -114,6 +116,8 @@ _LAZY = {
         "task_arithmetic",
     ),
     "safegene_jax.models": (
+        "Gemma3Config",
+        "Gemma3ForCausalLM",
         "LayeredApply",
         "LlamaConfig",
         "LlamaForCausalLM",
@@ -163,6 +167,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "EnergyReport",
+    "Gemma3Config",
+    "Gemma3ForCausalLM",
     "HubError",
     "IncompatibleAdapterError",
     "KeywordJudge",

@@ -146,3 +146,83 @@ def write_gguf(variant: str, path: pathlib.Path, quantized: bool) -> dict[str, n
     w.write_tensors_to_file()
     w.close()
     return reference
+
+
+# ---- Gemma 3 ----------------------------------------------------------------------------------------------------
+
+GEMMA3_LAYER = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "post_attention_layernorm.weight": "post_attention_norm.weight",
+    "pre_feedforward_layernorm.weight": "ffn_norm.weight",
+    "post_feedforward_layernorm.weight": "post_ffw_norm.weight",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
+    **{k: v for k, v in LAYER.items() if "layernorm" not in k},
+}
+
+# a tiny vocabulary shaped like Gemma's: control tokens, turn markers, user-defined newlines and a run of spaces
+# (stored with real spaces, as llama.cpp writes Gemma's), pieces in merge order, then unused control tokens
+GEMMA_TINY_PIECES = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>", "\n", "  "]
+GEMMA_TINY_PIECES += ["\u2581", *"abcdehilnorstuwy", "he", "ll", "hell", "hello", "\u2581w", "or", "\u2581wor", "ld"]
+GEMMA_TINY_PIECES += ["\u2581world", "\u2581a", "\u2581b", "<0x21>", "<0x3F>"]
+
+
+def gemma_tiny_tokens(vocab: int) -> tuple[list[str], list[int]]:
+    tokens = GEMMA_TINY_PIECES + [f"<unused{i}>" for i in range(vocab - len(GEMMA_TINY_PIECES))]
+    types = []
+    for t in tokens:
+        if t in ("\n", "  "):
+            types.append(4)  # user-defined
+        elif t.startswith("<0x"):
+            types.append(6)  # byte
+        elif t.startswith("<"):
+            types.append(3)  # control
+        else:
+            types.append(1)
+    return tokens, types
+
+
+def write_gemma3_gguf(path: pathlib.Path, variant: str = "gemma3_defaults", arch: str = "gemma3") -> dict:
+    """A Gemma 3 fixture as llama.cpp's converter writes it: norms with the ``+1`` folded in, Q/K not permuted,
+    only the window and the global RoPE base stated; returns HF name -> the weight the loader must produce."""
+    folder = FIXTURES / "models" / variant
+    hf = json.loads((folder / "config.json").read_text())
+    weights = load_file(str(folder / "model.safetensors"))
+    w = gguf.GGUFWriter(str(path), arch=arch)
+    w.add_block_count(hf["num_hidden_layers"])
+    w.add_context_length(hf["max_position_embeddings"])
+    w.add_embedding_length(hf["hidden_size"])
+    w.add_feed_forward_length(hf["intermediate_size"])
+    w.add_head_count(hf["num_attention_heads"])
+    w.add_head_count_kv(hf["num_key_value_heads"])
+    w.add_key_length(hf["head_dim"])
+    w.add_value_length(hf["head_dim"])
+    w.add_layer_norm_rms_eps(hf["rms_norm_eps"])
+    w.add_rope_freq_base(hf["rope_parameters"]["full_attention"]["rope_theta"])
+    w.add_sliding_window(hf["sliding_window"])
+    tokens, types = gemma_tiny_tokens(hf["vocab_size"])
+    w.add_tokenizer_model("llama")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_scores([-1000.0 if ty == 3 else -float(i) for i, ty in enumerate(types)])
+    w.add_token_types(types)
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    w.add_unk_token_id(3)
+    w.add_pad_token_id(0)
+    w.add_add_bos_token(True)
+    w.add_add_space_prefix(False)
+    reference = {}
+    for name, value in weights.items():
+        parts = name.split(".")
+        gname = HF_TO_GGUF.get(name) or f"blk.{parts[2]}." + GEMMA3_LAYER[".".join(parts[3:])]
+        stored = value.astype(np.float32)
+        if name.endswith("norm.weight"):
+            stored = stored + np.float32(1.0)  # llama.cpp folds Gemma's (1 + weight) into the file
+        w.add_tensor(gname, stored)
+        reference[name] = stored - np.float32(1.0) if name.endswith("norm.weight") else stored
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return reference

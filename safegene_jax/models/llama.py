@@ -82,6 +82,69 @@ def apply_rope(x, cos, sin):
     return out.astype(x.dtype)
 
 
+def attend(q, k, v, bias, kv=None, index=None, *, scale: float):
+    """Grouped-query attention of ``q`` ``(B, T, heads, D)`` over ``k``/``v`` ``(B, T, kv_heads, D)``, written
+    into the cache ``kv`` (per-layer keys and values) at slot ``index`` first when there is one.
+
+    Scores are taken in float32, scaled by ``scale``, biased by ``bias`` ``(B, T, S)`` (0 or a large negative
+    number) and softmaxed. Returns the attention output ``(B, T, heads * D)`` and the updated ``kv`` (``None``
+    without a cache).
+    """
+    b, t, heads, dim = q.shape
+    if kv is not None:
+        ck, cv = kv
+        k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
+        v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
+        kv = (k, v)
+    kv_heads = k.shape[2]
+    q = q.reshape(b, t, kv_heads, heads // kv_heads, dim)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32) * scale
+    probs = jax.nn.softmax(scores + bias[:, None, None], axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, heads * dim), kv
+
+
+def causal_mask(tokens, attention_mask=None, *, cache: KVCache | None = None):
+    """What the layers of one call share about which keys each query may see, and the tokens' positions.
+
+    Without a cache, ``attention_mask`` (1 = token, 0 = padding; left or right) masks padded keys; with one,
+    the ``T`` tokens go to the slots from ``cache.index`` on and see every earlier real slot. Returns
+    ``(allowed, distance, key_mask, index, positions)``: ``allowed`` ``(B, T, S)`` (causal, real keys only),
+    ``distance`` ``(T, S)`` (query slot minus key slot, for a sliding window), the key mask to keep in the
+    cache, the call's first cache slot (0 without a cache), and positions ``(B, T)`` that count real tokens
+    only (the cache's real tokens first).
+    """
+    b, t = tokens.shape
+    mask = jnp.ones((b, t), jnp.int32) if attention_mask is None else attention_mask.astype(jnp.int32)
+    if cache is None:
+        key_mask, index, offset = mask, 0, 0
+        query_slots = key_slots = jnp.arange(t)
+    else:
+        index = cache.index
+        key_mask = jax.lax.dynamic_update_slice(cache.mask, mask, (0, index))
+        query_slots = index + jnp.arange(t)
+        key_slots = jnp.arange(cache.mask.shape[1])
+        offset = jnp.sum(cache.mask, axis=1, keepdims=True)
+    distance = query_slots[:, None] - key_slots[None, :]
+    allowed = (distance >= 0)[None] & (key_mask[:, None, :] > 0)
+    positions = offset + jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    return allowed, distance, key_mask, index, positions
+
+
+def mask_bias(allowed, distance, window: int | None = None):
+    """The additive attention bias ``(B, T, S)``: 0 where allowed, else very negative. With a ``window`` a query
+    sees itself and the ``window - 1`` slots before it (transformers' and llama.cpp's sliding window)."""
+    if window is not None:
+        allowed = allowed & (distance < window)[None]
+    return jnp.where(allowed, 0.0, _NEG).astype(jnp.float32)
+
+
+def rope_tables(positions, inv_freq):
+    """Rotary ``cos``/``sin`` ``(B, T, head_dim)`` of ``positions`` for the inverse frequencies ``inv_freq``."""
+    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
 def _linear(cfg_in, cfg_out, *, bias, dtype, param_dtype, rngs):
     return nnx.Linear(
         cfg_in,
@@ -110,17 +173,7 @@ class Attention(nnx.Module):
         k = self.k_proj(x).reshape(b, t, self.kv_heads, self.head_dim)
         v = self.v_proj(x).reshape(b, t, self.kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if kv is not None:
-            ck, cv = kv
-            k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, index, 0, 0))
-            v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, index, 0, 0))
-            kv = (k, v)
-        groups = self.heads // self.kv_heads
-        q = q.reshape(b, t, self.kv_heads, groups, self.head_dim)
-        scores = jnp.einsum("btkgd,bskd->bkgts", q, k.astype(q.dtype), preferred_element_type=jnp.float32)
-        scores = scores * (self.head_dim**-0.5) + bias[:, None, None]
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, self.heads * self.head_dim)
+        out, kv = attend(q, k, v, bias, kv, index, scale=self.head_dim**-0.5)
         return self.o_proj(out.astype(x.dtype)), kv
 
 
@@ -209,30 +262,23 @@ class LlamaForCausalLM(nnx.Module):
         """What every layer of one call shares: rotary ``cos``/``sin``, the attention ``bias``, the key
         mask and the first cache slot."""
         cfg = self.config
-        b, t = tokens.shape
-        mask = jnp.ones((b, t), jnp.int32) if attention_mask is None else attention_mask.astype(jnp.int32)
-        if cache is None:
-            key_mask, index = mask, 0
-            query_slots = jnp.arange(t)
-            key_slots = query_slots
-            offset = 0
-        else:
-            index = cache.index
-            key_mask = jax.lax.dynamic_update_slice(cache.mask, mask, (0, index))
-            query_slots = index + jnp.arange(t)
-            key_slots = jnp.arange(cache.mask.shape[1])
-            offset = jnp.sum(cache.mask, axis=1, keepdims=True)
-        if positions is None:
-            positions = offset + jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-        allowed = (key_slots[None, None, :] <= query_slots[None, :, None]) & (key_mask[:, None, :] > 0)
-        if cfg.sliding_window is not None:
-            allowed &= (query_slots[None, :, None] - key_slots[None, None, :]) < cfg.sliding_window
-        bias = jnp.where(allowed, 0.0, _NEG).astype(jnp.float32)
-
-        freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(rope_inv_freq(cfg))
-        emb = jnp.concatenate([freqs, freqs], axis=-1)
-        cos, sin = jnp.cos(emb), jnp.sin(emb)
+        allowed, distance, key_mask, index, default_positions = causal_mask(tokens, attention_mask, cache=cache)
+        positions = default_positions if positions is None else positions
+        bias = mask_bias(allowed, distance, cfg.sliding_window)
+        cos, sin = rope_tables(positions, rope_inv_freq(cfg))
         return cos, sin, bias, key_mask, index
+
+    def layer_inputs(self, tokens, attention_mask=None):
+        """Token embeddings ``(B, T, hidden)`` and what every decoder layer of this call takes besides them."""
+        cos, sin, bias, _, _ = self.context(tokens, attention_mask)
+        return self.model.embed_tokens(tokens), (cos, sin, bias)
+
+    def hidden_states(self, tokens, attention_mask=None):
+        """The last decoder layer's output ``(B, T, hidden)``, before the final norm and the LM head."""
+        x, ctx = self.layer_inputs(tokens, attention_mask)
+        for layer in self.model.layers:
+            x = layer(x, *ctx)[0]
+        return x
 
     def logits(self, x):
         """Final norm and LM head (tied or not) of hidden states ``(..., hidden)``, in float32."""
@@ -249,11 +295,14 @@ class LayeredApply:
         for i in range(apply.num_layers(params)):
             x = apply.layer(params, i, x, ctx)
         logits = apply.head(params, x)  # hidden states of any leading shape, e.g. a few positions only
+
+    It serves every model of :mod:`safegene_jax.models` (Llama family, Gemma 3): each provides
+    ``layer_inputs``, ``hidden_states`` and ``logits``, and its decoder layers take ``layer(x, *ctx)``.
     """
 
     def __init__(self, graphdef):
         self.graphdef = graphdef
-        self._layer_graphdef = None
+        self._layer_graphdefs = None
 
     def __call__(self, params, tokens, attention_mask=None):
         return nnx.merge(self.graphdef, params)(tokens, attention_mask)[0]
@@ -264,15 +313,20 @@ class LayeredApply:
 
     def embed(self, params, tokens, attention_mask=None):
         """Token embeddings ``(B, T, hidden)`` and the context every layer of this batch shares."""
-        model = nnx.merge(self.graphdef, params)
-        cos, sin, bias, _, _ = model.context(tokens, attention_mask)
-        return model.model.embed_tokens(tokens), (cos, sin, bias)
+        return nnx.merge(self.graphdef, params).layer_inputs(tokens, attention_mask)
 
     def layer(self, params, i: int, x, ctx):
         """Decoder layer ``i`` on ``x``; only that layer's params are read (and merged)."""
-        if self._layer_graphdef is None:  # every decoder layer has the same structure
-            self._layer_graphdef = nnx.split(nnx.merge(self.graphdef, params).model.layers[0])[0]
-        return nnx.merge(self._layer_graphdef, params["model"]["layers"][i])(x, *ctx)[0]
+        if self._layer_graphdefs is None:  # layers may differ in structure (Gemma 3's local and global layers)
+            layers = nnx.merge(self.graphdef, params).model.layers
+            self._layer_graphdefs = [nnx.split(layer)[0] for layer in layers]
+        return nnx.merge(self._layer_graphdefs[i], params["model"]["layers"][i])(x, *ctx)[0]
+
+    def hidden(self, params, tokens, attention_mask=None):
+        """The last decoder layer's output ``(B, T, hidden)``: :meth:`head` of it gives the logits, in pieces
+        when the whole ``(B, T, vocab)`` would not fit (a large vocabulary, see
+        :func:`safegene_jax.core.losses.chunked_token_nll`)."""
+        return nnx.merge(self.graphdef, params).hidden_states(tokens, attention_mask)
 
     def head(self, params, x):
         """Final norm and LM head: logits in float32."""

@@ -21,7 +21,8 @@ from jax.sharding import NamedSharding
 
 from safegene_jax.core.errors import CheckpointError
 from safegene_jax.core.paths import flatten_with_paths
-from safegene_jax.models.config import LlamaConfig
+from safegene_jax.models.config import Gemma3Config, LlamaConfig
+from safegene_jax.models.gemma3 import Gemma3ForCausalLM
 from safegene_jax.models.llama import LlamaForCausalLM
 from safegene_jax.runtime.sharding import LLAMA_RULES, spec_for
 
@@ -40,6 +41,9 @@ HF_TO_NNX: tuple[tuple[str, str, Callable], ...] = (
     (_PROJ + r"\.weight", r"model.layers.\1.\2.kernel", _t),
     (_PROJ + r"\.bias", r"model.layers.\1.\2.bias", _same),
     (r"model\.layers\.(\d+)\.(input_layernorm|post_attention_layernorm)\.weight", r"model.layers.\1.\2.weight", _same),
+    # Gemma 3: norms before and after the MLP, and on queries and keys
+    (r"model\.layers\.(\d+)\.((?:pre|post)_feedforward_layernorm)\.weight", r"model.layers.\1.\2.weight", _same),
+    (r"model\.layers\.(\d+)\.self_attn\.([qk]_norm)\.weight", r"model.layers.\1.self_attn.\2.weight", _same),
     (r"model\.norm\.weight", "model.norm.weight", _same),
     (r"lm_head\.weight", "lm_head.kernel", _t),
 )
@@ -85,9 +89,20 @@ def nnx_to_hf_name(path: str) -> tuple[str, bool]:
     return path, False
 
 
+def model_class(cfg: LlamaConfig) -> type:
+    """The NNX module of a config: :class:`Gemma3ForCausalLM` for a :class:`Gemma3Config`, else
+    :class:`LlamaForCausalLM`."""
+    return Gemma3ForCausalLM if isinstance(cfg, Gemma3Config) else LlamaForCausalLM
+
+
+def new_model(cfg: LlamaConfig, *, dtype=jnp.float32, param_dtype=jnp.float32, seed: int = 0):
+    """A random-weight model of ``cfg``'s family."""
+    return model_class(cfg)(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(seed))
+
+
 def abstract_model(cfg: LlamaConfig, dtype=jnp.float32, param_dtype=jnp.float32):
     """``(graphdef, abstract_state)`` of the model, without allocating weights."""
-    abstract = nnx.eval_shape(lambda: LlamaForCausalLM(cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: new_model(cfg, dtype=dtype, param_dtype=param_dtype))
     return nnx.split(abstract)
 
 
@@ -100,8 +115,8 @@ def build_model(
     mesh: Any = None,
     rules: Sequence = LLAMA_RULES,
     source: str = "checkpoint",
-) -> LlamaForCausalLM:
-    """Builds the model from ``tensors``, placing each one straight onto its sharding.
+) -> LlamaForCausalLM | Gemma3ForCausalLM:
+    """Builds the model (of ``cfg``'s family) from ``tensors``, placing each one straight onto its sharding.
 
     Args:
         cfg: the model configuration.

@@ -8,8 +8,27 @@ can only convert them with torch, so the tokenizer is assembled here with ``toke
 * ``llama`` (SentencePiece: Llama 2, Mistral): a Unigram model over the pieces' scores with byte
   fallback. SentencePiece BPE and Unigram can segment a few strings differently; the ids of every
   piece are the same and decoding is exact.
+* ``llama`` in a ``gemma3`` file (Gemma's SentencePiece BPE, 262,144 pieces): a BPE model with byte
+  fallback whose merges are recovered from the vocabulary (Gemma files list their pieces in merge
+  order and carry no merges), spaces written as ``▁`` and no prefix space; pieces of only spaces,
+  which the file spells with real spaces, are spelled with ``▁`` again. It encodes as transformers'
+  tokenizer built from the same file does (checked on a few hundred strings).
 
-Control tokens become special tokens; the chat template is kept.
+Control tokens become special tokens and user-defined ones (``\n\n``, ``<b>``) stay whole; the chat template
+is kept.
+
+Gemma's turn format: a Gemma file without a chat template (Gemma 3 270M, a base model, has none) gets
+:data:`GEMMA_CHAT_TEMPLATE`, the format Gemma's instruction-tuned models are trained on, built from tokens
+of its own vocabulary (``<bos>``, ``<start_of_turn>``, ``<end_of_turn>``)::
+
+    <bos><start_of_turn>user
+    {system, a blank line, then the first user message}<end_of_turn>
+    <start_of_turn>model
+    {answer}<end_of_turn>
+
+Gemma has no system role: a system prompt opens the first user turn. ``assistant`` is written ``model``.
+Generation stops at ``<end_of_turn>`` (the config's end-of-sequence ids include it). A Hugging Face Gemma 3
+folder whose tokenizer has no template gets the same one.
 """
 
 from __future__ import annotations
@@ -39,6 +58,55 @@ _PRE_TOKENIZERS = {
     "deepseek-llm": "llama3",
 }
 _CONTROL, _USER_DEFINED = 3, 4
+_GEMMA_ARCHS = ("gemma3",)
+
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set first = 0 %}{% set system = '' %}"
+    "{% if messages and messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] | trim + '\n\n' %}{% set first = 1 %}{% endif %}"
+    "{% for message in messages[first:] %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{% if role not in ('user', 'model') %}{{ raise_exception('Gemma turns are user or model, got ' + role) }}"
+    "{% endif %}"
+    "<start_of_turn>{{ role }}\n{{ system if loop.first else '' }}{{ message['content'] | trim }}<end_of_turn>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+"""Gemma's turn format (see the module docstring), for Gemma vocabularies that come without a template."""
+_GEMMA_TURN_TOKENS = ("<start_of_turn>", "<end_of_turn>")
+
+
+def gemma_merges(tokens: list[str]) -> list[tuple[str, str]]:
+    """The BPE merges a SentencePiece-BPE vocabulary implies: each split of a piece into two pieces of the
+    vocabulary, ranked by the merged piece's place in the list (Gemma's files list pieces in merge order),
+    and for one piece its longer left part first.
+
+    Example:
+        >>> gemma_merges(["a", "b", "c", "ab", "bc", "abc"])
+        [('a', 'b'), ('b', 'c'), ('ab', 'c'), ('a', 'bc')]
+    """
+    known = set(tokens)
+    merges = []
+    for piece in tokens:
+        for cut in range(len(piece) - 1, 0, -1):
+            left, right = piece[:cut], piece[cut:]
+            if left in known and right in known:
+                merges.append((left, right))
+    return merges
+
+
+def _gemma_model(tokens: list[str]):
+    """Gemma's BPE over ``tokens`` (already respelled), its normalizer, splitter and decoder."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(tokens)}
+    unk = "<unk>" if "<unk>" in vocab else None
+    tok = Tokenizer(models.BPE(vocab, gemma_merges(tokens), unk_token=unk, fuse_unk=True, byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    return tok
 
 
 def _pre_tokenizer(kind: str):
@@ -68,6 +136,10 @@ def tokenizer_from_gguf_fields(field: Callable[..., Any], source: str = "GGUF fi
     if kind is None or tokens is None:
         raise TokenizerError(f"{source} has no tokenizer metadata (tokenizer.ggml.model / tokenizer.ggml.tokens)")
     types = field("tokenizer.ggml.token_type", None) or [1] * len(tokens)
+    gemma = kind == "llama" and field("general.architecture", None) in _GEMMA_ARCHS
+    spelled = list(tokens)
+    if gemma:  # pieces of two or more spaces are stored with real spaces; the model reads spaces as U+2581
+        tokens = ["\u2581" * len(t) if t and not t.strip(" ") else t for t in tokens]
 
     def tok_id(key):
         i = field(f"tokenizer.ggml.{key}_token_id", None)
@@ -83,6 +155,8 @@ def tokenizer_from_gguf_fields(field: Callable[..., Any], source: str = "GGUF fi
         tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, fuse_unk=False))
         tok.pre_tokenizer = _pre_tokenizer(_PRE_TOKENIZERS[pre])
         tok.decoder = decoders.ByteLevel()
+    elif gemma:
+        tok = _gemma_model(tokens)
     elif kind == "llama":
         scores = field("tokenizer.ggml.scores", None) or [0.0] * len(tokens)
         unk = field("tokenizer.ggml.unknown_token_id", 0)
@@ -103,8 +177,12 @@ def tokenizer_from_gguf_fields(field: Callable[..., Any], source: str = "GGUF fi
     tok.add_special_tokens(
         [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty == _CONTROL]
     )
-    tok.add_tokens(
-        [AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == _USER_DEFINED]
+    tok.add_tokens(  # kept whole in the text; not the respelled runs of spaces, which the text never holds
+        [
+            AddedToken(t, special=False, normalized=False)
+            for t, s, ty in zip(tokens, spelled, types)
+            if ty == _USER_DEFINED and t == s
+        ]
     )
     bos = tok_id("bos")
     if bos is not None and field("tokenizer.ggml.add_bos_token", kind == "llama"):
@@ -122,6 +200,8 @@ def tokenizer_from_gguf_fields(field: Callable[..., Any], source: str = "GGUF fi
         if v is not None
     }
     template = field("tokenizer.chat_template", None)
+    if not template and gemma and all(t in tokens for t in _GEMMA_TURN_TOKENS):
+        template = GEMMA_CHAT_TEMPLATE
     if template:
         kwargs["chat_template"] = template
     wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
@@ -130,8 +210,9 @@ def tokenizer_from_gguf_fields(field: Callable[..., Any], source: str = "GGUF fi
     return wrapped
 
 
-def load_hf_tokenizer(folder: str | os.PathLike):
-    """transformers' tokenizer from a Hugging Face folder (``tokenizer.json`` & co.), or ``None`` if absent."""
+def load_hf_tokenizer(folder: str | os.PathLike, model_type: str | None = None):
+    """transformers' tokenizer from a Hugging Face folder (``tokenizer.json`` & co.), or ``None`` if absent; a
+    Gemma 3 tokenizer (``model_type='gemma3_text'``) without a chat template gets :data:`GEMMA_CHAT_TEMPLATE`."""
     folder = pathlib.Path(folder)
     if not any((folder / f).exists() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
         return None
@@ -140,4 +221,8 @@ def load_hf_tokenizer(folder: str | os.PathLike):
     tok = AutoTokenizer.from_pretrained(str(folder))
     if tok.pad_token is None and tok.eos_token is not None:
         tok.pad_token = tok.eos_token
+    if model_type == "gemma3_text" and not getattr(tok, "chat_template", None):
+        vocab = tok.get_vocab()
+        if all(t in vocab for t in _GEMMA_TURN_TOKENS):
+            tok.chat_template = GEMMA_CHAT_TEMPLATE
     return tok

@@ -295,7 +295,14 @@ def build_adapter(aligned: Any, degraded: Any, cfg: PipelineConfig, *, mesh: Any
     family = f"{cfg.model}" + (f" tiny {cfg.tiny.layers}x{cfg.tiny.hidden_size}" if cfg.tiny.enabled else "")
     sources = {"aligned": aligned.source, "degraded": degraded.source}
     if layers is not None:
-        return SafetyAdapter.build(aligned.params, degraded.params, list(layers), family=family, sources=sources)
+        return SafetyAdapter.build(
+            aligned.params,
+            degraded.params,
+            list(layers),
+            family=family,
+            sources=sources,
+            model_type=aligned.config.model_type,
+        )
     harmful, benign = probe_batches(aligned.tokenizer, cfg)
     tau = safety_vector(aligned.params, degraded.params)
     if s.method == "hybrid" and s.hybrid_k > count:
@@ -323,6 +330,7 @@ def build_adapter(aligned: Any, degraded: Any, cfg: PipelineConfig, *, mesh: Any
         family=family,
         sources=sources,
         probe_hash=data_hash(harmful, benign),
+        model_type=aligned.config.model_type,
     )
 
 
@@ -353,7 +361,7 @@ def recalibrate_model(
 
     if isinstance(model, str):
         model = TaskModel(model, model, cfg.finetune.harmful_fraction, 1, "aligned", 0)
-    adapter.check(task_lm.params)
+    adapter.check(task_lm.params, model_type=task_lm.config.model_type)
     if cfg.recalibrate.targets == "aligned" and answers is None:
         raise ConfigError("recalibrate.targets: aligned needs the aligned model's answers (the references stage)")
     shots = fewshot_batches(task_lm.tokenizer, cfg, model, answers)

@@ -2,7 +2,10 @@
 
 One jitted step per optimizer update, with the state donated: gradient accumulation is a ``lax.scan``
 over microbatches inside the step, and the loss is the mean negative log-likelihood of response tokens
-only (summed over the step's tokens, then divided by their count).
+only (summed over the step's tokens, then divided by their count). When a microbatch's ``(B, T, vocab)``
+logits would exceed :data:`LOGIT_BUDGET` values (Gemma 3's 262,144-token vocabulary), the loss is taken
+from the last hidden states a few positions at a time (:func:`~safegene_jax.core.losses.chunked_token_nll`)
+with an ``apply`` that has ``hidden`` and ``head`` (:class:`~safegene_jax.models.LayeredApply`).
 """
 
 from __future__ import annotations
@@ -13,20 +16,44 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from safegene_jax.core.losses import token_nll
+from safegene_jax.core.losses import chunked_token_nll, token_nll
 from safegene_jax.models.llama import make_apply
 from safegene_jax.train.config import TrainConfig, optimizer
 from safegene_jax.train.lora import LoraConfig, merge_lora
 
+LOGIT_BUDGET = 1 << 26
+"""The most logit values (``batch * positions * vocab``, 256 MiB in float32) a train step computes at once."""
 
-def make_step(apply, opt: optax.GradientTransformation, lora: LoraConfig | None):
+
+def logit_chunk(batch: int, length: int, vocab: int, budget: int = LOGIT_BUDGET) -> int | None:
+    """Positions per piece of the loss, or ``None`` when the whole ``(batch, length - 1, vocab)`` logits fit.
+
+    Example:
+        >>> logit_chunk(8, 512, 49152), logit_chunk(8, 512, 262144), logit_chunk(4, 64, 262144)
+        (170, 32, None)
+    """
+    if batch * (length - 1) * vocab <= budget:
+        return None
+    return max(budget // (batch * vocab), 1)
+
+
+def make_step(apply, opt: optax.GradientTransformation, lora: LoraConfig | None, *, budget: int = LOGIT_BUDGET):
     """``step(state, frozen, batch, lr) -> (state, metrics)``; ``state = {step, trainable, opt_state}``;
-    ``opt`` is :func:`~safegene_jax.train.config.optimizer`'s update direction, scaled here by ``-lr``."""
+    ``opt`` is :func:`~safegene_jax.train.config.optimizer`'s update direction, scaled here by ``-lr``.
+    ``budget``: the most logit values computed at once (see :func:`logit_chunk`)."""
+    pieces = all(callable(getattr(apply, n, None)) for n in ("hidden", "head"))
 
     def loss_sum(trainable, frozen, mb):
         params = merge_lora(frozen, trainable, lora) if lora is not None else trainable
-        logits = apply(params, mb["tokens"], mb["attention_mask"])
-        return token_nll(logits, mb["tokens"], mb["loss_mask"])
+        tokens, mask, loss_mask = mb["tokens"], mb["attention_mask"], mb["loss_mask"]
+        if pieces:
+            hidden = apply.hidden(params, tokens, mask)
+            vocab = jax.eval_shape(lambda h: apply.head(params, h), hidden[:1, :1]).shape[-1]
+            chunk = logit_chunk(tokens.shape[0], tokens.shape[1], vocab, budget)
+            if chunk is not None:
+                return chunked_token_nll(lambda h: apply.head(params, h), hidden, tokens, loss_mask, chunk)
+            return token_nll(apply.head(params, hidden), tokens, loss_mask)
+        return token_nll(apply(params, tokens, mask), tokens, loss_mask)
 
     grad_fn = jax.value_and_grad(loss_sum, has_aux=True)
 
