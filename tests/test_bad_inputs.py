@@ -10,8 +10,8 @@ The shared inputs (a tiny model, a second one, an adapter, a sharded copy, a GGU
 module; damaged copies are derived from them per case. Training, scoring, evaluation and Hub calls are
 replaced by tripwires: a case that gets that far fails at once instead of running the work.
 
-Cases whose fix belongs in ``safegene_jax/models/`` are marked ``xfail(strict=True)`` with the fix in the
-reason; the lead removes the mark once the fix is in.
+A case whose fix belongs to another part may be marked ``xfail(strict=True)`` (``xfail=``/``stream_xfail=``) with
+the fix in the reason; the mark goes once the fix is in.
 """
 
 from __future__ import annotations
@@ -329,7 +329,7 @@ def _model_without_config(w, d):
 @dataclasses.dataclass(frozen=True)
 class Case:
     """``argv(w, d)``: the command line (``w``: the shared inputs, ``d``: the case's folder); ``needle``: what the
-    error line must contain (``{d}`` is the case's folder); ``xfail``: why it fails until models/ is fixed."""
+    error line must contain (``{d}`` is the case's folder); ``xfail``: why it fails until its fix is in."""
 
     id: str
     argv: Callable
@@ -419,21 +419,15 @@ def model_cases(
 # -- safetensors ---------------------------------------------------------------------------------------
 
 ST = "model.safetensors"
-X_ST = (
-    "fix in models/: hf.read_tensors must catch safetensors' SafetensorError (and OSError) from safe_open/"
-    "get_slice and raise CheckpointError naming the file ({folder}/model.safetensors: not a readable safetensors "
-    "file: <reason>)"
-)
-model_cases("st-truncated", model_with_bytes(lambda raw: raw[: len(raw) // 2]), ST, 3, X_ST, streamed=True)
-model_cases("st-empty", model_with_bytes(lambda raw: b""), ST, 2, X_ST, streamed=True)
-model_cases("st-garbage", model_with_bytes(lambda raw: bytes(range(256)) * 8), ST, 2, X_ST, streamed=True)
-model_cases("st-header-json", model_with_bytes(lambda raw: raw[:8] + b"!" * 16 + raw[24:]), ST, 3, X_ST, streamed=True)
+model_cases("st-truncated", model_with_bytes(lambda raw: raw[: len(raw) // 2]), ST, 3, streamed=True)
+model_cases("st-empty", model_with_bytes(lambda raw: b""), ST, 2, streamed=True)
+model_cases("st-garbage", model_with_bytes(lambda raw: bytes(range(256)) * 8), ST, 2, streamed=True)
+model_cases("st-header-json", model_with_bytes(lambda raw: raw[:8] + b"!" * 16 + raw[24:]), ST, 3, streamed=True)
 model_cases(
     "st-header-length",
     model_with_bytes(lambda raw: struct.pack("<Q", 10 * len(raw)) + raw[8:]),
     ST,
     3,
-    X_ST,
     streamed=True,
 )
 model_cases(
@@ -441,7 +435,6 @@ model_cases(
     model_with_bytes(lambda raw: st_header(raw, _set_header("data_offsets", [0, 10 * len(raw)]))),
     ST,
     2,
-    X_ST,
     streamed=True,
 )
 model_cases(
@@ -449,7 +442,6 @@ model_cases(
     model_with_bytes(lambda raw: st_header(raw, _set_header("dtype", "F16"))),
     ST,
     2,
-    X_ST,
     streamed=True,
 )
 model_cases(
@@ -457,15 +449,7 @@ model_cases(
     model_with_tensors(lambda t: t.update({"model.norm.weight": t["model.norm.weight"].astype(np.int32)})),
     "model.norm.weight",
     2,
-    "fix in models/: loading.build_model (or hf.read_tensors) must refuse a non-floating-point weight "
-    "(CheckpointError: tensor 'model.norm.weight' is stored as int32; weights must be float) instead of casting it",
     streamed=True,
-)
-X_FIT = (
-    "fix in models/: factor loading.build_model's name/shape check into a function of (config, [(name, shape)], "
-    "source) that raises the same CheckpointError, then call it from interop/streaming.stream_apply and "
-    "stream_task_arithmetic on the safetensors headers (with _checked_config): the streaming commands check only "
-    "the adapter's (or the other models') tensors, so a folder that does not fit its config.json is copied through"
 )
 model_cases(
     "st-wrong-shape",
@@ -480,7 +464,6 @@ model_cases(
     "model.embed_tokens.weight",
     2,
     streamed=True,
-    stream_xfail=X_FIT,
 )
 model_cases(
     "st-missing-tensor",
@@ -495,7 +478,6 @@ model_cases(
     "model.layers.0.mlp.extra_proj.weight",
     2,
     streamed=True,
-    stream_xfail={"apply": X_FIT},  # merge compares the layer tensors with the aligned model's
 )
 model_cases(
     "st-extra-layer",
@@ -503,7 +485,6 @@ model_cases(
     "model.layers.7.mlp.up_proj.weight",
     2,
     streamed=True,
-    stream_xfail={"apply": X_FIT},
 )
 
 
@@ -518,39 +499,22 @@ model_cases("st-no-file", _model_without_weights, "*.safetensors", 2)
 # -- the sharded index ---------------------------------------------------------------------------------
 
 IDX = "model.safetensors.index.json"
-X_IDX = (
-    "fix in models/: hf._safetensors_files must parse the index inside try (JSONDecodeError -> CheckpointError "
-    "naming the index) and check that it is an object with a weight_map object of file names"
-)
-X_OUT = (
-    "fix in models/: hf._safetensors_files must refuse a weight_map file outside the folder (an absolute path or "
-    "'..': resolve() it and check it is inside the folder) with CheckpointError naming the index and the entry"
-)
-model_cases("index-not-json", sharded_with_index(lambda i, f, w: "{not json"), IDX, 2, X_IDX, streamed=True)
-model_cases("index-a-list", sharded_with_index(lambda i, f, w: [1, 2]), IDX, 2, X_IDX, streamed=True)
-model_cases(
-    "index-map-a-list", sharded_with_index(lambda i, f, w: {"weight_map": [1, 2]}), IDX, 2, X_IDX, streamed=True
-)
-model_cases(
-    "index-no-weight-map", sharded_with_index(lambda i, f, w: {"metadata": {}}), "weight_map", 2, X_IDX, streamed=True
-)
+model_cases("index-not-json", sharded_with_index(lambda i, f, w: "{not json"), IDX, 2, streamed=True)
+model_cases("index-a-list", sharded_with_index(lambda i, f, w: [1, 2]), IDX, 2, streamed=True)
+model_cases("index-map-a-list", sharded_with_index(lambda i, f, w: {"weight_map": [1, 2]}), IDX, 2, streamed=True)
+model_cases("index-no-weight-map", sharded_with_index(lambda i, f, w: {"metadata": {}}), "weight_map", 2, streamed=True)
 model_cases(
     "index-missing-shard",
     sharded_with_index(lambda i, f, w: i["weight_map"].update({_first_entry(i): "model-00009-of-00009.safetensors"})),
     "model-00009-of-00009.safetensors",
     3,
 )
-model_cases("index-absolute-path", sharded_with_index(_outside_abs), "outside", 2, X_OUT, streamed=True)
-model_cases("index-dotdot-path", sharded_with_index(_outside_dotdot), "outside", 2, X_OUT, streamed=True)
+model_cases("index-absolute-path", sharded_with_index(_outside_abs), "outside", 2, streamed=True)
+model_cases("index-dotdot-path", sharded_with_index(_outside_dotdot), "outside", 2, streamed=True)
 
 # -- config.json ----------------------------------------------------------------------------------------
 
 CFG = "config.json"
-X_TYPES = (
-    "fix in models/: config.LlamaConfig.from_hf_dict must check each value's type before int()/float()/dict() "
-    "(ConfigError '{path}: <key> must be a number, got ...', naming config.json and the key) instead of letting "
-    "ValueError/TypeError escape"
-)
 model_cases("config-not-json", model_with_config_text("{not json"), CFG, 2)
 model_cases("config-empty", model_with_config_text(""), CFG, 2)
 model_cases(
@@ -558,32 +522,25 @@ model_cases(
     model_with_config_text(b"\xff\xfe\x00garbage"),
     CFG,
     2,
-    "fix in models/: hf.read_config must catch UnicodeDecodeError from read_text (not only JSONDecodeError) and "
-    "raise ConfigError '{path} is not valid JSON'",
 )
 model_cases(
     "config-a-list",
     model_with_config_text("[1, 2]"),
     CFG,
     2,
-    "fix in models/: hf.read_config must check that config.json holds a JSON object (ConfigError naming the file) "
-    "before LlamaConfig.from_hf_dict calls .get on it",
 )
 for key in ("hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size"):
     model_cases(f"config-lacks-{key}", model_with_config(lambda c, key=key: c.pop(key)), key, 1)
 model_cases("config-str-hidden", model_with_config(lambda c: c.update(hidden_size="32")), "hidden_size", 2)
 model_cases("config-float-layers", model_with_config(lambda c: c.update(num_hidden_layers=2.5)), "num_hidden_layers", 2)
-model_cases("config-str-eps", model_with_config(lambda c: c.update(rms_norm_eps="tiny")), "rms_norm_eps", 2, X_TYPES)
+model_cases("config-str-eps", model_with_config(lambda c: c.update(rms_norm_eps="tiny")), "rms_norm_eps", 2)
 model_cases(
     "config-str-max-pos",
     model_with_config(lambda c: c.update(max_position_embeddings="long")),
     "max_position_embeddings",
     1,
-    X_TYPES,
 )
-model_cases(
-    "config-str-rope", model_with_config(lambda c: c.update(rope_parameters="fast")), "rope_parameters", 1, X_TYPES
-)
+model_cases("config-str-rope", model_with_config(lambda c: c.update(rope_parameters="fast")), "rope_parameters", 1)
 model_cases("config-negative-hidden", model_with_config(lambda c: c.update(hidden_size=-32)), "hidden_size", 2)
 model_cases("config-zero-layers", model_with_config(lambda c: c.update(num_hidden_layers=0)), "num_hidden_layers", 2)
 model_cases("config-zero-vocab", model_with_config(lambda c: c.update(vocab_size=0)), "vocab_size", 1)
@@ -595,24 +552,18 @@ model_cases(
     model_with_config(lambda c: (c.update(num_attention_heads=0), c.pop("head_dim"))),
     "num_attention_heads",
     2,
-    "fix in models/: config.LlamaConfig.from_hf_dict divides hidden_size by num_attention_heads before checking it "
-    "is a positive int (ZeroDivisionError); check the sizes first",
 )
 model_cases(
     "config-zero-kv-heads",
     model_with_config(lambda c: c.update(num_key_value_heads=0)),
     "num_key_value_heads",
     2,
-    "fix in models/: config.LlamaConfig.from_hf_dict reads num_key_value_heads=0 as missing (`or heads`); fall back "
-    "to num_attention_heads only when the key is absent or null, so 0 is refused as not positive",
 )
 model_cases(
     "config-heads-not-dividing-hidden",
     model_with_config(lambda c: (c.update(num_attention_heads=3, num_key_value_heads=3), c.pop("head_dim"))),
     "num_attention_heads",
     2,
-    "fix in models/: config.LlamaConfig.from_hf_dict must refuse hidden_size not a multiple of num_attention_heads "
-    "when head_dim is not given (ConfigError naming both keys) instead of flooring hidden_size // heads",
 )
 model_cases(
     "config-kv-not-dividing",
@@ -635,7 +586,6 @@ model_cases(
     "model.layers.2",
     2,
     streamed=True,
-    stream_xfail=X_FIT,
 )
 model_cases(
     "config-fewer-layers",
@@ -643,7 +593,6 @@ model_cases(
     "model.layers.1",
     1,
     streamed=True,
-    stream_xfail=X_FIT,
 )
 
 # -- a model folder without config.json, a mistyped model path ------------------------------------------
@@ -664,9 +613,6 @@ model_cases(
     _relative_mistyped,
     "not a local folder",
     uses=["export", "extract", "apply"],
-    xfail="fix in models/: api.resolve_model treats a mistyped local path (runs/alinged, whose first part runs/ "
-    "exists here) as a Hub id and downloads; when the path's first component exists locally raise "
-    "ModelNotFoundError ('runs/alinged' is not a local folder or .gguf file; runs/ has: aligned)",
 )
 
 # -- GGUF -------------------------------------------------------------------------------------------------

@@ -10,14 +10,14 @@ from safetensors import safe_open
 from transformers import AutoConfig
 
 from safegene_jax.models import export_hf, load_model
-from safegene_jax.models.hf import _safetensors_files
+from safegene_jax.models.hf import shard_files
 
 MODELS = pathlib.Path(__file__).parent / "fixtures" / "models"
 
 
 def hf_shapes(folder):
     shapes = {}
-    for f in _safetensors_files(pathlib.Path(folder)):
+    for f in shard_files(folder):
         with safe_open(f, "numpy") as g:
             shapes.update({k: tuple(g.get_slice(k).get_shape()) for k in g.keys()})
     return shapes

@@ -9,8 +9,11 @@ written beside the destination and swapped into place (:func:`safegene_jax.core.
 The safetensors format is read and written here directly (an 8-byte little-endian header length, a JSON header
 of ``{name: {dtype, shape, data_offsets}}``, then the bytes): the header of an output file is known before any
 tensor is computed, because arithmetic keeps every shape (and dtype, unless cast), so each tensor is written as
-soon as it is made. Index files are checked: a shard outside the folder (an absolute path or ``..``) or missing
-is an error before anything is read.
+soon as it is made. The inputs are checked as the loader checks them, before anything is read or written: the
+index by :func:`safegene_jax.models.hf.shard_files` (a shard outside the folder, an absolute path or ``..``, or a
+missing one is an error), and each folder's headers against its ``config.json`` by
+:func:`safegene_jax.models.loading.check_tensors`, so a folder that does not fit its config is refused, not
+copied through.
 
 Example::
 
@@ -37,9 +40,8 @@ from safegene_jax.core.errors import CheckpointError, ConfigError, IncompatibleA
 from safegene_jax.core.files import write_folder
 from safegene_jax.core.layers import layout
 from safegene_jax.core.lowrank import LowRank
-from safegene_jax.models.loading import nnx_to_hf_name
-
-INDEX = "model.safetensors.index.json"
+from safegene_jax.models.hf import INDEX, shard_files
+from safegene_jax.models.loading import check_tensors, nnx_to_hf_name
 
 DTYPES = {
     "F64": np.dtype(np.float64),
@@ -114,38 +116,6 @@ def read_header(file: str | os.PathLike) -> tuple[list[Entry], dict]:
         entries.append(Entry(name, file, code, shape, base + lo, base + hi))
     entries.sort(key=lambda e: e.start)
     return entries, meta
-
-
-def shard_files(folder: str | os.PathLike) -> list[pathlib.Path]:
-    """The safetensors files of a model folder: those its index names (each checked to be a file inside the
-    folder), or its single ``*.safetensors`` files.
-
-    Raises:
-        CheckpointError: an index that is not JSON, names a file outside the folder or a missing one; no
-            safetensors file at all.
-    """
-    folder = pathlib.Path(folder)
-    index = folder / INDEX
-    if index.exists():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-            names = sorted(set(weight_map.values()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise CheckpointError(f"{index}: not an index of safetensors shards (a JSON weight_map)") from None
-        files = []
-        for name in names:
-            rel = pathlib.PurePath(str(name))
-            if rel.is_absolute() or ".." in rel.parts or len(rel.parts) != 1:
-                raise CheckpointError(f"{index} names {name!r}, a file outside the model folder; refused")
-            path = folder / rel
-            if not path.is_file():
-                raise CheckpointError(f"{index} names {name!r}, which is not in {folder}")
-            files.append(path)
-        return files
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(f"no *.safetensors file in {folder}")
-    return files
 
 
 def folder_entries(folder: str | os.PathLike) -> list[Entry]:
@@ -319,6 +289,15 @@ def _checked_config(folder: pathlib.Path) -> Any:
     return read_config(folder)
 
 
+def _checked_fit(folder: Any, entries: Iterable[Entry]) -> Any:
+    """The folder's config (see :func:`_checked_config`), its tensors checked by their headers to fit it as the
+    loader checks them: missing, unexpected or wrongly shaped tensors are a :class:`CheckpointError` naming them."""
+    config = _checked_config(pathlib.Path(folder))
+    if config is not None:
+        check_tensors(config, [(e.name, e.shape) for e in entries], str(folder))
+    return config
+
+
 def _check_float(entries: Iterable[Entry], folder: Any) -> None:
     """Raises :class:`CheckpointError` for the first tensor that is not floating point: model weights are, and
     the arithmetic would silently round an integer tensor (the in-memory loader refuses such checkpoints too)."""
@@ -370,6 +349,7 @@ def stream_apply(
     values as the in-memory path (bit for bit), at the memory of one tensor plus its adapter part.
 
     Raises:
+        CheckpointError: a damaged task folder, or one whose tensors do not fit its ``config.json``.
         IncompatibleAdapterError: an adapter tensor the task folder lacks or has in another shape, or a model
             with another layer count (checked on the headers, before anything is written).
         NonFiniteError: NaN or inf in a task tensor (unless ``check_finite=False``); nothing is written.
@@ -377,9 +357,9 @@ def stream_apply(
     task_folder = pathlib.Path(task_folder)
     entries = {e.name: e for e in folder_entries(task_folder)}
     _check_float(entries.values(), task_folder)
+    config = _checked_fit(task_folder, entries.values())
     plan = _adapter_plan(adapter, coeffs)
     layers = (adapter.metadata.get("architecture") or {}).get("num_layers")
-    config = _checked_config(task_folder)
     if layers and config is not None and config.num_hidden_layers != int(layers):
         found = config.num_hidden_layers
         raise IncompatibleAdapterError(f"adapter is for a {layers}-layer model, {task_folder} has {found} layers")
@@ -424,7 +404,8 @@ def stream_task_arithmetic(
     disk, three tensors in memory at a time; the rest is the task model's.
 
     Raises:
-        CheckpointError: a tensor of the task model missing from, or shaped differently in, another model.
+        CheckpointError: a damaged folder, one whose tensors do not fit its ``config.json``, or a tensor of the
+            task model missing from, or shaped differently in, another model.
     """
     task_folder = pathlib.Path(task_folder)
     aligned, degraded = ({e.name: e for e in folder_entries(f)} for f in (aligned_folder, degraded_folder))
@@ -433,6 +414,9 @@ def stream_task_arithmetic(
     _check_float(task_entries, task_folder)
     _check_float(aligned.values(), aligned_folder)
     _check_float(degraded.values(), degraded_folder)
+    config = _checked_fit(task_folder, task_entries)
+    _checked_fit(aligned_folder, aligned.values())
+    _checked_fit(degraded_folder, degraded.values())
     names = {e.name for e in task_entries}
     for other, where in ((aligned, aligned_folder), (degraded, degraded_folder)):
         extra = sorted(n for n in other if _layer_of(n) is not None and n not in names)
@@ -440,7 +424,6 @@ def stream_task_arithmetic(
             raise CheckpointError(
                 f"tensor {extra[0]!r} of {where} is not in {task_folder}: the models differ in architecture or size"
             )
-    config = _checked_config(task_folder)
     if keep is not None and config is not None:
         bad = sorted(i for i in keep if not 0 <= i < config.num_hidden_layers)
         if bad:

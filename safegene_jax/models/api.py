@@ -145,7 +145,11 @@ def embedded_gguf_path(name: str) -> pathlib.Path:
 
 
 def resolve_model(name_or_path: str | os.PathLike) -> tuple[str, str]:
-    """``(kind, location)`` with kind one of ``'gguf'``, ``'hf'``, ``'hub'``."""
+    """``(kind, location)`` with kind one of ``'gguf'``, ``'hf'``, ``'hub'``.
+
+    ``org/name`` is a Hub id only when ``org`` is not a local path: ``runs/alinged`` beside a ``runs/`` folder is a
+    mistyped local folder, refused (:class:`ModelNotFoundError` listing what ``runs/`` holds) rather than downloaded.
+    """
     text = str(name_or_path)
     if text.lower() in EMBEDDED_MODELS:
         return "gguf", str(embedded_gguf_path(text.lower()))
@@ -158,12 +162,32 @@ def resolve_model(name_or_path: str | os.PathLike) -> tuple[str, str]:
         if not (path / "config.json").exists():
             raise ModelNotFoundError(f"{path} is a folder without config.json; not a Hugging Face model folder")
         return "hf", str(path)
-    if _HUB_ID.match(text) and not text.startswith((".", "/")):
-        return "hub", text
+    if _HUB_ID.match(text):
+        first = text.split("/", 1)[0]
+        if not pathlib.Path(first).exists():
+            return "hub", text
+        # org/name in form, but its first part is here: a mistyped local path (runs/alinged), not a Hub id
+        raise ModelNotFoundError(
+            f"{text!r} is not a local folder or .gguf file{_beside(path)}; not tried as a Hub id because {first} "
+            "exists here: check the path"
+        )
     raise ModelNotFoundError(
-        f"{text!r} is not a local folder or .gguf file, not a hub id (org/name), and not an embedded model "
-        f"({', '.join(EMBEDDED_MODELS)})"
+        f"{text!r} is not a local folder or .gguf file{_beside(path)}, not a hub id (org/name), and not an embedded "
+        f"model ({', '.join(EMBEDDED_MODELS)})"
     )
+
+
+def _beside(path: pathlib.Path, most: int = 8) -> str:
+    """`` (PARENT/ has: a, b/, ...)`` when ``path``'s parent folder exists (what may have been meant), else ``''``."""
+    parent = path.parent
+    if str(parent) in ("", ".") or not parent.is_dir():
+        return ""
+    try:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in parent.iterdir() if not p.name.startswith("."))
+    except OSError:
+        return ""
+    shown = ", ".join(names[:most]) + (f", ... ({len(names) - most} more)" if len(names) > most else "")
+    return f" ({parent}/ has: {shown or 'nothing'})"
 
 
 def download_from_hub(repo_id: str, revision: str | None = None) -> str:

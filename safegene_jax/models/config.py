@@ -26,6 +26,11 @@ LLAMA_MODEL_TYPES = ("llama", "mistral", "qwen2")
 GEMMA3_MODEL_TYPES = ("gemma3_text",)
 SUPPORTED_MODEL_TYPES = LLAMA_MODEL_TYPES + GEMMA3_MODEL_TYPES
 _ROPE_TYPES = ("default", "llama3", "linear", "factors")
+_ROPE_KEYS = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+}
+"""The numbers each rope scaling type of a ``config.json`` needs."""
 
 
 def _freeze(value: Any) -> Any:
@@ -34,6 +39,110 @@ def _freeze(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_freeze(v) for v in value)
     return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _get(d: dict, key: str, default: Any = None) -> Any:
+    """``d[key]``, or ``default`` when the key is absent or null."""
+    value = d.get(key)
+    return default if value is None else value
+
+
+def _int(source: str, key: str, value: Any) -> int:
+    """``value`` when it is a positive int (not a bool); else a ConfigError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{source}: {key} must be a positive int, got {_shown(value)}")
+    return value
+
+
+def _number(source: str, key: str, value: Any) -> float:
+    """``value`` as a float when it is a finite number > 0; else a ConfigError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{source}: {key} must be a positive number, got {_shown(value)}")
+    return float(value)
+
+
+def _object(source: str, key: str, value: Any) -> dict:
+    """A copy of ``value`` when it is a JSON object (``{}`` for null); else a ConfigError naming ``key``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: {key} must be an object (or null), got {_shown(value)}")
+    return dict(value)
+
+
+def _flag(source: str, d: dict, key: str, default: bool) -> bool:
+    value = _get(d, key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be true or false, got {_shown(value)}")
+    return value
+
+
+def _token_ids(source: str, d: dict, key: str, default: Any = None) -> tuple[int, ...]:
+    """A token id, a list of them, or null, as a tuple."""
+    value = d.get(key, default)
+    ids = [] if value is None else value if isinstance(value, list) else [value]
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in ids):
+        raise ConfigError(f"{source}: {key} must be a token id (an int), a list of them or null, got {_shown(value)}")
+    return tuple(ids)
+
+
+def _token_id(source: str, d: dict, key: str, default: Any = None) -> int | None:
+    value = d.get(key, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{source}: {key} must be a token id (an int) or null, got {_shown(value)}")
+    return value
+
+
+def _sizes(d: dict, source: str) -> dict[str, int]:
+    """The sizes of a ``config.json``, each checked to be a positive int before any arithmetic on it;
+    ``num_key_value_heads`` defaults to ``num_attention_heads`` and ``head_dim`` to ``hidden_size`` divided by it
+    (only when absent or null: 0 is refused)."""
+    required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+    missing = [k for k in required if d.get(k) is None]
+    if missing:
+        raise ConfigError(f"{source} lacks {', '.join(missing)}")
+    sizes = {k: _int(source, k, d[k]) for k in required}
+    heads, hidden = sizes["num_attention_heads"], sizes["hidden_size"]
+    sizes["num_key_value_heads"] = _int(source, "num_key_value_heads", _get(d, "num_key_value_heads", heads))
+    if d.get("head_dim") is None:
+        if hidden % heads:
+            raise ConfigError(
+                f"{source}: hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}) and head_dim "
+                "is not given; state head_dim or fix the sizes"
+            )
+        sizes["head_dim"] = hidden // heads
+    else:
+        sizes["head_dim"] = _int(source, "head_dim", d["head_dim"])
+    return sizes
+
+
+def _rope_scaling(source: str, key: str, scaling: dict) -> dict:
+    """A rope scaling dict in transformers 5's form (``type`` renamed ``rope_type``; ``{}`` for the default)."""
+    if "type" in scaling and "rope_type" not in scaling:
+        scaling["rope_type"] = scaling.pop("type")
+    kind = scaling.get("rope_type", "default")
+    if not isinstance(kind, str):
+        raise ConfigError(f"{source}: {key}.rope_type must be a string, got {_shown(kind)}")
+    if kind == "default":
+        return {}
+    for name in _ROPE_KEYS.get(kind, ()):
+        _number(source, f"{key}.{name}", scaling.get(name))
+    if kind == "llama3" and not scaling["low_freq_factor"] < scaling["high_freq_factor"]:
+        raise ConfigError(f"{source}: {key}.low_freq_factor must be below {key}.high_freq_factor")
+    return scaling
+
+
+def _built(cls: type, source: str, **fields: Any) -> Any:
+    """``cls(**fields)``, its ConfigError prefixed with ``source``."""
+    try:
+        return cls(**fields)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,58 +210,52 @@ class LlamaConfig:
     # ---- Hugging Face config.json ---------------------------------------------------------------
 
     @classmethod
-    def from_hf_dict(cls, d: dict) -> LlamaConfig:
-        """From a parsed Hugging Face ``config.json``; a :class:`Gemma3Config` for ``model_type: gemma3_text``."""
+    def from_hf_dict(cls, d: dict, source: str = "config.json") -> LlamaConfig:
+        """From a parsed Hugging Face ``config.json``; a :class:`Gemma3Config` for ``model_type: gemma3_text``.
+
+        Every value's type is checked before it is used: a bad one is a :class:`ConfigError` naming ``source``
+        (the file) and the key.
+        """
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source} must hold a JSON object, got {type(d).__name__}")
         model_type = d.get("model_type", "llama")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ConfigError(
-                f"config.json has model_type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES} "
+                f"{source} has model_type {_shown(model_type)}; supported: {SUPPORTED_MODEL_TYPES} "
                 "(Llama 2/3, Mistral, Qwen2/2.5, SmolLM2, Gemma 3 text)"
             )
         if model_type in GEMMA3_MODEL_TYPES and not issubclass(cls, Gemma3Config):
-            return Gemma3Config.from_hf_dict(d)
-        missing = [
-            k
-            for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-            if k not in d
-        ]
-        if missing:
-            raise ConfigError(f"config.json lacks {', '.join(missing)}")
-        heads = d["num_attention_heads"]
-        rope = dict(d.get("rope_parameters") or {})
-        theta = rope.pop("rope_theta", d.get("rope_theta", 10000.0))
-        scaling = rope or dict(d.get("rope_scaling") or {})
-        if "type" in scaling and "rope_type" not in scaling:
-            scaling["rope_type"] = scaling.pop("type")
-        if scaling.get("rope_type", "default") == "default":
-            scaling = {}
-        eos = d.get("eos_token_id")
-        eos = () if eos is None else tuple(eos) if isinstance(eos, list) else (eos,)
+            return Gemma3Config.from_hf_dict(d, source)
+        sizes = _sizes(d, source)
+        rope = _object(source, "rope_parameters", d.get("rope_parameters"))
+        theta_key = "rope_parameters.rope_theta" if "rope_theta" in rope else "rope_theta"
+        theta = _number(source, theta_key, _get(rope, "rope_theta", _get(d, "rope_theta", 10000.0)))
+        rope.pop("rope_theta", None)
+        scaling_key = "rope_parameters" if rope else "rope_scaling"
+        scaling = _rope_scaling(source, scaling_key, rope or _object(source, "rope_scaling", d.get("rope_scaling")))
         sliding = d.get("sliding_window")
-        if model_type == "qwen2" and not d.get("use_sliding_window", False):
+        if model_type == "qwen2" and not _flag(source, d, "use_sliding_window", False):
             sliding = None
-        attention_bias = bool(d.get("attention_bias", False))
-        return cls(
-            vocab_size=d["vocab_size"],
-            hidden_size=d["hidden_size"],
-            intermediate_size=d["intermediate_size"],
-            num_hidden_layers=d["num_hidden_layers"],
-            num_attention_heads=heads,
-            num_key_value_heads=d.get("num_key_value_heads") or heads,
-            head_dim=d.get("head_dim") or d["hidden_size"] // heads,
+        if sliding is not None:
+            _int(source, "sliding_window", sliding)
+        attention_bias = _flag(source, d, "attention_bias", False)
+        return _built(
+            cls,
+            source,
+            **sizes,
             model_type=model_type,
-            rms_norm_eps=float(d.get("rms_norm_eps", 1e-5)),
-            rope_theta=float(theta),
+            rms_norm_eps=_number(source, "rms_norm_eps", _get(d, "rms_norm_eps", 1e-5)),
+            rope_theta=theta,
             rope_scaling=_freeze(scaling) or None,
-            max_position_embeddings=int(d.get("max_position_embeddings", 2048)),
-            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            max_position_embeddings=_int(source, "max_position_embeddings", _get(d, "max_position_embeddings", 2048)),
+            tie_word_embeddings=_flag(source, d, "tie_word_embeddings", False),
             qkv_bias=True if model_type == "qwen2" else attention_bias,
             o_bias=False if model_type == "qwen2" else attention_bias,
-            mlp_bias=bool(d.get("mlp_bias", False)),
+            mlp_bias=_flag(source, d, "mlp_bias", False),
             sliding_window=sliding,
-            bos_token_id=d.get("bos_token_id"),
-            eos_token_id=eos,
-            pad_token_id=d.get("pad_token_id"),
+            bos_token_id=_token_id(source, d, "bos_token_id"),
+            eos_token_id=_token_ids(source, d, "eos_token_id"),
+            pad_token_id=_token_id(source, d, "pad_token_id"),
         )
 
     def to_hf_dict(self) -> dict:
@@ -305,81 +408,95 @@ class Gemma3Config(LlamaConfig):
         return self.layer_types[layer] == SLIDING
 
     @classmethod
-    def from_hf_dict(cls, d: dict) -> Gemma3Config:
+    def from_hf_dict(cls, d: dict, source: str = "config.json") -> Gemma3Config:
         """From a parsed Hugging Face ``config.json`` of ``Gemma3ForCausalLM`` (transformers 4 or 5 format)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source} must hold a JSON object, got {type(d).__name__}")
         model_type = d.get("model_type", "gemma3_text")
         if model_type not in GEMMA3_MODEL_TYPES:
-            raise ConfigError(f"config.json has model_type {model_type!r}; expected one of {GEMMA3_MODEL_TYPES}")
-        missing = [
-            k
-            for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-            if k not in d
-        ]
-        if missing:
-            raise ConfigError(f"config.json lacks {', '.join(missing)}")
-        if d.get("use_bidirectional_attention"):
-            raise ConfigError("use_bidirectional_attention is true: bidirectional Gemma 3 is not supported")
+            raise ConfigError(f"{source} has model_type {_shown(model_type)}; expected one of {GEMMA3_MODEL_TYPES}")
+        sizes = _sizes(d, source)
+        if _flag(source, d, "use_bidirectional_attention", False):
+            raise ConfigError(f"{source}: use_bidirectional_attention is true: bidirectional Gemma 3 is not supported")
         defaults = GEMMA3_DEFAULTS
-        layers = d["num_hidden_layers"]
+        layers = sizes["num_hidden_layers"]
         pattern = d.get("sliding_window_pattern")
+        if pattern is not None:
+            _int(source, "sliding_window_pattern", pattern)
         layer_types = d.get("layer_types")
         if layer_types is None:
             layer_types = gemma3_layer_types(layers, defaults["sliding_window_pattern"] if pattern is None else pattern)
-        elif not isinstance(layer_types, list | tuple):
-            raise ConfigError(f"layer_types must be a list, got {layer_types!r}")
+        elif not isinstance(layer_types, list | tuple) or not all(isinstance(t, str) for t in layer_types):
+            raise ConfigError(f"{source}: layer_types must be a list of strings, got {_shown(layer_types)}")
         elif len(layer_types) != layers:
-            raise ConfigError(f"layer_types has {len(layer_types)} entries but num_hidden_layers is {layers}")
+            raise ConfigError(f"{source}: layer_types has {len(layer_types)} entries but num_hidden_layers is {layers}")
         elif pattern is not None and tuple(layer_types) != gemma3_layer_types(layers, pattern):
             raise ConfigError(
-                f"layer_types contradicts sliding_window_pattern={pattern!r} (a global layer every {pattern} layers)"
+                f"{source}: layer_types contradicts sliding_window_pattern={pattern!r} (a global layer every "
+                f"{pattern} layers)"
             )
         # transformers 5: rope_parameters per layer type; transformers 4: rope_theta, rope_local_base_freq, rope_scaling
-        rope = dict(d.get("rope_parameters") or {})
+        rope = _object(source, "rope_parameters", d.get("rope_parameters"))
         per_type = SLIDING in rope or GLOBAL in rope
-        global_rope = dict(rope.get(GLOBAL) or {}) if per_type else rope
-        local_rope = dict(rope.get(SLIDING) or {}) if per_type else {}
-        theta = global_rope.pop("rope_theta", d.get("rope_theta", defaults["rope_theta"]))
-        local_theta = local_rope.pop("rope_theta", d.get("rope_local_base_freq", defaults["rope_local_base_freq"]))
+        global_key = f"rope_parameters.{GLOBAL}" if per_type else "rope_parameters"
+        global_rope = _object(source, global_key, rope.get(GLOBAL)) if per_type else rope
+        local_rope = _object(source, f"rope_parameters.{SLIDING}", rope.get(SLIDING)) if per_type else {}
+        theta = _number(
+            source,
+            f"{global_key}.rope_theta" if "rope_theta" in global_rope else "rope_theta",
+            _get(global_rope, "rope_theta", _get(d, "rope_theta", defaults["rope_theta"])),
+        )
+        local_theta = _number(
+            source,
+            f"rope_parameters.{SLIDING}.rope_theta" if "rope_theta" in local_rope else "rope_local_base_freq",
+            _get(local_rope, "rope_theta", _get(d, "rope_local_base_freq", defaults["rope_local_base_freq"])),
+        )
+        global_rope.pop("rope_theta", None)
+        local_rope.pop("rope_theta", None)
         if local_rope.get("rope_type", "default") != "default":
             raise ConfigError(
-                f"rope_parameters.{SLIDING}.rope_type {local_rope['rope_type']!r} is not supported; local layers "
-                "use plain rotary embeddings"
+                f"{source}: rope_parameters.{SLIDING}.rope_type {_shown(local_rope['rope_type'])} is not supported; "
+                "local layers use plain rotary embeddings"
             )
-        scaling = global_rope or dict(d.get("rope_scaling") or {})
-        if "type" in scaling and "rope_type" not in scaling:
-            scaling["rope_type"] = scaling.pop("type")
-        if scaling.get("rope_type", "default") == "default":
-            scaling = {}
-        eos = d.get("eos_token_id", defaults["eos_token_id"])
-        eos = () if eos is None else tuple(eos) if isinstance(eos, list) else (eos,)
-        heads = d["num_attention_heads"]
-        attention_bias = bool(d.get("attention_bias", False))
-        return cls(
-            vocab_size=d["vocab_size"],
-            hidden_size=d["hidden_size"],
-            intermediate_size=d["intermediate_size"],
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=d.get("num_key_value_heads") or heads,
-            head_dim=d.get("head_dim") or d["hidden_size"] // heads,
+        scaling_key = global_key if global_rope else "rope_scaling"
+        scaling = _rope_scaling(
+            source, scaling_key, global_rope or _object(source, "rope_scaling", d.get("rope_scaling"))
+        )
+        sliding = d.get("sliding_window", defaults["sliding_window"])
+        if sliding is not None:
+            _int(source, "sliding_window", sliding)
+        activation = d.get("hidden_activation") or d.get("hidden_act") or defaults["hidden_activation"]
+        caps = {}
+        for key in ("final_logit_softcapping", "attn_logit_softcapping"):
+            caps[key] = None if d.get(key) is None else _number(source, key, d[key])
+        scalar = _get(d, "query_pre_attn_scalar", defaults["query_pre_attn_scalar"])
+        _number(source, "query_pre_attn_scalar", scalar)
+        attention_bias = _flag(source, d, "attention_bias", False)
+        return _built(
+            cls,
+            source,
+            **sizes,
             model_type=model_type,
-            rms_norm_eps=float(d.get("rms_norm_eps", defaults["rms_norm_eps"])),
-            rope_theta=float(theta),
+            rms_norm_eps=_number(source, "rms_norm_eps", _get(d, "rms_norm_eps", defaults["rms_norm_eps"])),
+            rope_theta=theta,
             rope_scaling=_freeze(scaling) or None,
-            max_position_embeddings=int(d.get("max_position_embeddings", defaults["max_position_embeddings"])),
-            tie_word_embeddings=bool(d.get("tie_word_embeddings", True)),
+            max_position_embeddings=_int(
+                source,
+                "max_position_embeddings",
+                _get(d, "max_position_embeddings", defaults["max_position_embeddings"]),
+            ),
+            tie_word_embeddings=_flag(source, d, "tie_word_embeddings", True),
             qkv_bias=attention_bias,
             o_bias=attention_bias,
-            sliding_window=d.get("sliding_window", defaults["sliding_window"]),
-            bos_token_id=d.get("bos_token_id", defaults["bos_token_id"]),
-            eos_token_id=eos,
-            pad_token_id=d.get("pad_token_id", defaults["pad_token_id"]),
+            sliding_window=sliding,
+            bos_token_id=_token_id(source, d, "bos_token_id", defaults["bos_token_id"]),
+            eos_token_id=_token_ids(source, d, "eos_token_id", defaults["eos_token_id"]),
+            pad_token_id=_token_id(source, d, "pad_token_id", defaults["pad_token_id"]),
             layer_types=tuple(layer_types),
-            rope_local_theta=float(local_theta),
-            query_pre_attn_scalar=d.get("query_pre_attn_scalar", defaults["query_pre_attn_scalar"]),
-            hidden_activation=d.get("hidden_activation") or d.get("hidden_act") or defaults["hidden_activation"],
-            final_logit_softcapping=d.get("final_logit_softcapping"),
-            attn_logit_softcapping=d.get("attn_logit_softcapping"),
+            rope_local_theta=local_theta,
+            query_pre_attn_scalar=scalar,
+            hidden_activation=activation,
+            **caps,
         )
 
     def to_hf_dict(self) -> dict:

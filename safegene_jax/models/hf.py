@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from safegene_jax.core.errors import CheckpointError, ConfigError
@@ -34,51 +35,127 @@ from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.models.config import LlamaConfig
 from safegene_jax.models.loading import SourceTensor, build_model, nnx_to_hf_name
 
+INDEX = "model.safetensors.index.json"
+"""The file that lists a sharded checkpoint's files (``weight_map``: tensor name -> file name)."""
 
-def _safetensors_files(folder: pathlib.Path) -> list[pathlib.Path]:
-    index = folder / "model.safetensors.index.json"
-    if index.exists():
-        weight_map = json.loads(index.read_text()).get("weight_map", {})
-        files = sorted({folder / f for f in weight_map.values()})
-        absent = [f.name for f in files if not f.exists()]
-        if absent:
-            raise CheckpointError(f"{index} lists shard(s) that are not in the folder: {', '.join(absent)}")
+
+def shard_files(folder: str | os.PathLike) -> list[pathlib.Path]:
+    """The safetensors files of a model folder: those its index names, or its ``*.safetensors`` files.
+
+    An index must be a JSON object whose ``weight_map`` maps tensor names to file names, each a file beside the
+    index: an absolute path, ``..`` or a sub-folder is refused (an untrusted index must not make us read
+    elsewhere), and so is a listed file that is not there.
+
+    Raises:
+        CheckpointError: a damaged index, a file outside the folder or missing, or no safetensors file at all.
+    """
+    folder = pathlib.Path(folder)
+    index = folder / INDEX
+    if not index.exists():
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            raise CheckpointError(f"no *.safetensors file in {folder} (only safetensors weights are loaded; no pickle)")
         return files
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise CheckpointError(f"no *.safetensors file in {folder} (only safetensors weights are loaded; no pickle)")
-    return files
+    what = "not an index of safetensors shards (a JSON object whose weight_map maps tensor names to file names)"
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{index}: {what}; it does not parse ({_first_line(e)})") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise CheckpointError(f"{index}: {what}")
+    names = sorted(set(weight_map.values()))
+    if not names:
+        raise CheckpointError(f"{index}: its weight_map is empty; {what}")
+    for name in names:
+        rel = pathlib.PurePath(name)
+        if rel.is_absolute() or len(rel.parts) != 1 or rel.parts[0] in (".", ".."):
+            raise CheckpointError(
+                f"{index} names {name!r}, a file outside the model folder; refused (shards must lie beside the index)"
+            )
+    absent = [name for name in names if not (folder / name).is_file()]
+    if absent:
+        more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        raise CheckpointError(f"{index} lists shard {absent[0]!r}, which is not in {folder}{more}")
+    return [folder / name for name in names]
 
 
-_SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _unreadable(file: pathlib.Path, e: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{file}: not a readable safetensors file: {_first_line(e)}; re-download or re-export the model"
+    )
+
+
+_SAFETENSORS_DTYPES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+"""safetensors dtype codes and their numpy names (another code is kept, lowercased: ``f8_e4m3``, ...)."""
+
+
+def _read_tensor(file: pathlib.Path, name: str) -> np.ndarray:
+    try:
+        with safe_open(file, framework="numpy") as g:
+            return g.get_tensor(name)
+    except (SafetensorError, OSError) as e:
+        raise _unreadable(file, e) from None
 
 
 def read_tensors(folder: str | os.PathLike) -> list[SourceTensor]:
-    """Every tensor of a folder's safetensors files, with shapes read from the headers only."""
-    out = []
-    for file in _safetensors_files(pathlib.Path(folder)):
-        with safe_open(file, framework="numpy") as f:
-            for name in f.keys():
-                piece = f.get_slice(name)
-                shape = tuple(piece.get_shape())
-                dtype = _SAFETENSORS_DTYPES.get(piece.get_dtype(), "")
+    """Every tensor of a folder's safetensors files, with shapes and dtypes read from the headers only.
 
-                def read(file=file, name=name):
-                    with safe_open(file, framework="numpy") as g:
-                        return g.get_tensor(name)
-
-                out.append(SourceTensor(name, shape, read, dtype))
+    Raises:
+        CheckpointError: a damaged index or file (see :func:`shard_files`; truncated, empty, a header that is not
+            JSON or does not fit the file, byte ranges past the end or not of the tensor's size), or a tensor name
+            in two files, naming the file.
+    """
+    out: list[SourceTensor] = []
+    seen: dict[str, pathlib.Path] = {}
+    for file in shard_files(folder):
+        try:
+            with safe_open(file, framework="numpy") as f:
+                for name in f.keys():
+                    if name in seen:
+                        raise CheckpointError(f"tensor {name!r} is in two files of {folder}: {seen[name]} and {file}")
+                    seen[name] = file
+                    piece = f.get_slice(name)
+                    code = piece.get_dtype()
+                    dtype = _SAFETENSORS_DTYPES.get(code, code.lower())
+                    out.append(
+                        SourceTensor(name, tuple(piece.get_shape()), functools.partial(_read_tensor, file, name), dtype)
+                    )
+        except (SafetensorError, OSError) as e:
+            raise _unreadable(file, e) from None
     return out
 
 
 def read_config(folder: str | os.PathLike) -> LlamaConfig:
+    """The folder's ``config.json`` as a config, every key checked (a :class:`ConfigError` names the file)."""
     path = pathlib.Path(folder) / "config.json"
     if not path.exists():
         raise ConfigError(f"{folder} has no config.json")
     try:
-        return LlamaConfig.from_hf_dict(json.loads(path.read_text()))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e}") from e
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON: {_first_line(e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object (a Hugging Face config), got {type(data).__name__}")
+    return LlamaConfig.from_hf_dict(data, str(path))
 
 
 def load_hf_folder(

@@ -63,11 +63,15 @@ class SourceTensor:
     dtype: str = ""
 
 
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+"""The stored dtypes a weight may have (:attr:`SourceTensor.dtype`; empty: the format says no plain dtype)."""
+
+
 def stored_dtype(tensors: Iterable[SourceTensor]) -> str | None:
     """The dtype most of a checkpoint's floating-point values are stored in (``None`` if none says)."""
     sizes: dict[str, int] = {}
     for t in tensors:
-        if t.dtype in ("float32", "float16", "bfloat16", "float64"):
+        if t.dtype in FLOAT_DTYPES:
             sizes[t.dtype] = sizes.get(t.dtype, 0) + int(np.prod(t.shape))
     return max(sizes, key=sizes.get) if sizes else None
 
@@ -106,6 +110,71 @@ def abstract_model(cfg: LlamaConfig, dtype=jnp.float32, param_dtype=jnp.float32)
     return nnx.split(abstract)
 
 
+def check_tensors(
+    cfg: LlamaConfig, tensors: Iterable[tuple[str, Sequence[int]]], source: str = "checkpoint"
+) -> dict[str, tuple[str, Callable]]:
+    """Which checkpoint tensor fills each leaf of ``cfg``'s model, from names and shapes alone (no data is read):
+    ``{leaf path: (HF name, transform)}``. The loader and the streaming commands (on safetensors headers) both
+    check a checkpoint with it, before any work.
+
+    Args:
+        cfg: the model configuration.
+        tensors: ``(HF name, HF-layout shape)`` of every tensor of the checkpoint.
+        source: the checkpoint's name, for error messages.
+
+    Raises:
+        CheckpointError: listing every missing, unexpected and wrongly shaped tensor.
+    """
+    _, abs_state = abstract_model(cfg)
+    paths, leaves, _ = flatten_with_paths(abs_state)
+    return _plan(cfg, {p: tuple(leaf.shape) for p, leaf in zip(paths, leaves)}, tensors, source)
+
+
+def _plan(
+    cfg: LlamaConfig,
+    wanted: dict[str, tuple[int, ...]],
+    tensors: Iterable[tuple[str, Sequence[int]]],
+    source: str,
+) -> dict[str, tuple[str, Callable]]:
+    """:func:`check_tensors` given the model's leaf shapes ``wanted`` (``{leaf path: shape}``)."""
+    plan: dict[str, tuple[str, Callable]] = {}
+    misfit: set[str] = set()
+    errors: list[str] = []
+    for name, shape in tensors:
+        shape = tuple(shape)
+        mapped = map_name(name)
+        if mapped is None:
+            if not any(re.fullmatch(p, name) for p in IGNORED):
+                errors.append(f"unexpected tensor {name!r} {shape}")
+            continue
+        target, transform = mapped
+        if target == "lm_head.kernel" and cfg.tie_word_embeddings:
+            continue  # a tied checkpoint may carry a copy of the embeddings as lm_head
+        if target not in wanted:
+            errors.append(
+                f"unexpected tensor {name!r} {shape} (no {target!r} in a {cfg.num_hidden_layers}"
+                f"-layer {cfg.model_type} model)"
+            )
+            continue
+        want_shape = wanted[target]
+        got_shape = shape[::-1] if transform is _t else shape
+        if got_shape != want_shape:
+            errors.append(
+                f"wrong shape for {name!r}: {shape} in the {source}, model expects "
+                f"{want_shape if transform is not _t else want_shape[::-1]}"
+            )
+            misfit.add(target)
+            continue
+        plan[target] = (name, transform)
+    errors += [f"missing tensor for {p!r}" for p in wanted if p not in plan and p not in misfit]
+    if errors:
+        shown = "\n  ".join(errors[:40]) + (f"\n  ... and {len(errors) - 40} more" if len(errors) > 40 else "")
+        raise CheckpointError(
+            f"{source} does not fit the {cfg.model_type} model ({len(errors)} problem(s)):\n  {shown}"
+        )
+    return plan
+
+
 def build_model(
     cfg: LlamaConfig,
     tensors: Iterable[SourceTensor],
@@ -127,52 +196,28 @@ def build_model(
         source: the checkpoint's name, for error messages.
 
     Raises:
-        CheckpointError: listing every missing, unexpected and wrongly shaped tensor.
+        CheckpointError: listing every missing, unexpected and wrongly shaped tensor (see :func:`check_tensors`),
+            or naming a weight that is not stored as floating point.
     """
     param_dtype = param_dtype or dtype
     graphdef, abs_state = abstract_model(cfg, dtype, param_dtype)
     paths, abs_leaves, treedef = flatten_with_paths(abs_state)
-    wanted = {p: leaf for p, leaf in zip(paths, abs_leaves)}
-    plan: dict[str, tuple[SourceTensor, Callable]] = {}
-    misfit: set[str] = set()
-    errors: list[str] = []
-    for t in tensors:
-        mapped = map_name(t.name)
-        if mapped is None:
-            if not any(re.fullmatch(p, t.name) for p in IGNORED):
-                errors.append(f"unexpected tensor {t.name!r} {tuple(t.shape)}")
-            continue
-        target, transform = mapped
-        if target == "lm_head.kernel" and cfg.tie_word_embeddings:
-            continue  # a tied checkpoint may carry a copy of the embeddings as lm_head
-        if target not in wanted:
-            errors.append(
-                f"unexpected tensor {t.name!r} {tuple(t.shape)} (no {target!r} in a {cfg.num_hidden_layers}"
-                f"-layer {cfg.model_type} model)"
+    by_name = {t.name: t for t in tensors}
+    wanted = {p: tuple(leaf.shape) for p, leaf in zip(paths, abs_leaves)}
+    plan = _plan(cfg, wanted, ((t.name, t.shape) for t in by_name.values()), source)
+    for name, _ in plan.values():
+        stored = by_name[name].dtype
+        if stored and stored not in FLOAT_DTYPES:
+            raise CheckpointError(
+                f"{source}: tensor {name!r} is stored as {stored}; model weights must be floating point "
+                f"({', '.join(FLOAT_DTYPES)}), re-export the checkpoint with float weights"
             )
-            continue
-        want_shape = tuple(wanted[target].shape)
-        got_shape = tuple(t.shape[::-1]) if transform is _t else tuple(t.shape)
-        if got_shape != want_shape:
-            errors.append(
-                f"wrong shape for {t.name!r}: {tuple(t.shape)} in the {source}, model expects "
-                f"{want_shape if transform is not _t else want_shape[::-1]}"
-            )
-            misfit.add(target)
-            continue
-        plan[target] = (t, transform)
-    errors += [f"missing tensor for {p!r}" for p in paths if p not in plan and p not in misfit]
-    if errors:
-        shown = "\n  ".join(errors[:40]) + (f"\n  ... and {len(errors) - 40} more" if len(errors) > 40 else "")
-        raise CheckpointError(
-            f"{source} does not fit the {cfg.model_type} model ({len(errors)} problem(s)):\n  {shown}"
-        )
 
     sizes = dict(mesh.shape) if mesh is not None else None
     leaves = []
     for path in paths:
-        t, transform = plan[path]
-        value = np.asarray(transform(t.read())).astype(jnp.dtype(param_dtype))
+        name, transform = plan[path]
+        value = np.asarray(transform(by_name[name].read())).astype(jnp.dtype(param_dtype))
         if mesh is not None:
             leaves.append(jax.device_put(value, NamedSharding(mesh, spec_for(path, value.shape, sizes, rules))))
         else:

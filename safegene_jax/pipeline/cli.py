@@ -841,5 +841,21 @@ def main(argv=None) -> int:
         return 2
 
 
+def run() -> None:
+    """The ``safegene`` command: :func:`main` as a process. After a damaged checkpoint failed to load, the
+    process ends at once with its one-line error: the storage layer's reads still in flight would otherwise be
+    reported as tracebacks by the interpreter's teardown."""
+    import os
+
+    code = main()
+    from safegene_jax.store import trees
+
+    if code != 0 and trees.ABANDONED_READS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -59,6 +59,11 @@ def save_tree(path: str | os.PathLike, tree: Any, metadata: dict | None = None, 
         raise
 
 
+ABANDONED_READS = False
+"""Whether a failed restore left reads of the storage layer in flight (a command line then ends at once,
+without the interpreter's teardown, which could still report them: see :func:`safegene_jax.pipeline.cli.run`)."""
+
+
 def _quiet_abandoned_reads() -> None:
     """After a failed restore, Orbax leaves the other reads in flight: their coroutines raise again when they
     are closed, and TensorStore's callbacks find Orbax's event loop closed. Python reports both through
@@ -66,6 +71,8 @@ def _quiet_abandoned_reads() -> None:
     This drops those two reports, and only those, for the rest of the process."""
     import sys
 
+    global ABANDONED_READS
+    ABANDONED_READS = True
     previous = sys.unraisablehook
     if getattr(previous, "quiets_abandoned_reads", False):
         return
