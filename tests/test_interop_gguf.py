@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 from gguf.quants import dequantize, quantize
+from gguf_fixture import write_gemma3_gguf
 from tiny import tiny_lm
 from tokenizers import Regex, pre_tokenizers
 
@@ -24,10 +25,10 @@ from safegene_jax.interop.gguf_export import (
     tensor_type,
     tokenizer_metadata,
 )
-from safegene_jax.models import LlamaConfig, LlamaForCausalLM, LoadedModel, load_model
+from safegene_jax.models import Gemma3Config, Gemma3ForCausalLM, LlamaConfig, LlamaForCausalLM, LoadedModel, load_model
 from safegene_jax.models.gguf_file import GGUFFile, gguf_to_hf_name, permute_qk
 from safegene_jax.models.hf import hf_state_dict
-from safegene_jax.models.tokenizer import tokenizer_from_gguf_fields
+from safegene_jax.models.tokenizer import GEMMA_CHAT_TEMPLATE, tokenizer_from_gguf_fields
 
 TEXT = "Hello world, café crème 🦙 and\n\n  spaces 123"
 PROBES = (*TOKENIZER_PROBES, "<|im_start|>user\nhi<|im_end|>\n", "x")
@@ -447,3 +448,263 @@ def test_a_failure_while_writing_leaves_the_previous_file(tied, tmp_path, monkey
         export_gguf(tied, dest, dtype="Q8_0")
     assert folder_listing(tmp_path) == before
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+# ---- Gemma 3 ---------------------------------------------------------------------------------------------------
+
+GEMMA_TEXTS = (
+    "hello world  ab\n\nhello!",  # longer than the window of 4: local and global layers differ
+    "<start_of_turn>user\nhello<end_of_turn>\n<start_of_turn>model\nworld",
+    "a  b   c\n hello?! Zürich 🦙",  # runs of spaces, byte fallback, unknown characters
+)
+# max |logit difference| / max |logit| measured on the Gemma fixture (weights of std 0.3, so larger roundings than
+# the Llama models'), the three GEMMA_TEXTS: F16 1.7e-3, BF16 1.8e-2, Q8_0 4.5e-2. Bounds leave a 3x margin; each
+# weight is also checked to load exactly as its own rounding.
+GEMMA_RELATIVE_TOLERANCE = {"F16": 6e-3, "BF16": 6e-2, "Q8_0": 0.15}
+GEMMA_NORMS = (
+    "input_layernorm",
+    "post_attention_layernorm",
+    "pre_feedforward_layernorm",
+    "post_feedforward_layernorm",
+    "self_attn.q_norm",
+    "self_attn.k_norm",
+)
+
+
+@pytest.fixture(scope="module")
+def gemma(tmp_path_factory):
+    """The tiny Gemma 3 read from a GGUF file written as llama.cpp's converter writes one (norm weights that have
+    been through ``1 + w`` once already), with Gemma's tokenizer rebuilt from its metadata."""
+    path = tmp_path_factory.mktemp("gemma") / "gemma3.gguf"
+    write_gemma3_gguf(path)
+    return load_model(path)
+
+
+@pytest.fixture(scope="module")
+def gemma_f32(gemma, tmp_path_factory):
+    return export_gguf(gemma, tmp_path_factory.mktemp("gemma-out") / "gemma.gguf")
+
+
+def random_gemma(tok, *, seed=0, scale=0.05, **changes) -> LoadedModel:
+    """A tiny Gemma 3 on the fixture's Gemma tokenizer with every weight, norms included, perturbed."""
+    cfg = Gemma3Config(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        sliding_window=4,
+        max_position_embeddings=128,
+        bos_token_id=2,
+        eos_token_id=(1, 6),
+        pad_token_id=0,
+    ).replace(**changes)
+    model = Gemma3ForCausalLM(cfg, rngs=nnx.Rngs(seed))
+    state = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    keys = jax.random.split(jax.random.key(seed + 100), len(leaves))
+    nnx.update(
+        model,
+        jax.tree_util.tree_unflatten(
+            treedef, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+        ),
+    )
+    return LoadedModel(model, cfg, tok, f"random-gemma3-{seed}")
+
+
+def test_gemma3_f32_round_trip_is_bit_for_bit(gemma, gemma_f32):
+    back = load_model(gemma_f32)
+    assert back.config == gemma.config  # the layer pattern, window, RoPE bases and scalar included
+    for text in GEMMA_TEXTS:
+        assert np.array_equal(logits(back, text), logits(gemma, text)), text
+    for text in (*GEMMA_TEXTS, *PROBES):
+        for add in (False, True):
+            assert back.tokenizer.encode(text, add_special_tokens=add) == gemma.tokenizer.encode(
+                text, add_special_tokens=add
+            ), text
+    assert back.tokenizer.decode(back.tokenizer.encode(GEMMA_TEXTS[2])) == gemma.tokenizer.decode(
+        gemma.tokenizer.encode(GEMMA_TEXTS[2])
+    )
+    assert back.tokenizer.chat_template == gemma.tokenizer.chat_template == GEMMA_CHAT_TEMPLATE
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
+    assert back.tokenizer.apply_chat_template(messages, tokenize=False) == gemma.tokenizer.apply_chat_template(
+        messages, tokenize=False
+    )
+    assert (back.tokenizer.bos_token, back.tokenizer.eos_token, back.tokenizer.pad_token, back.tokenizer.unk_token) == (
+        "<bos>",
+        "<eos>",
+        "<pad>",
+        "<unk>",
+    )
+
+
+def test_gemma3_file_layout_follows_llama_cpp(gemma, gemma_f32):
+    reader = gguf.GGUFReader(gemma_f32)
+    field = {k: f.contents() for k, f in reader.fields.items()}
+    assert field["general.architecture"] == "gemma3"
+    expected = {
+        "context_length": 128,
+        "embedding_length": 32,
+        "block_count": 6,
+        "feed_forward_length": 64,
+        "attention.head_count": 4,
+        "attention.head_count_kv": 2,
+        "attention.key_length": 16,
+        "attention.value_length": 16,
+        "attention.sliding_window": 4,
+        "rope.freq_base": 1e6,
+        "vocab_size": 128,
+    }
+    assert {k: field[f"gemma3.{k}"] for k in expected} == expected
+    assert field["gemma3.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-6, rel=1e-6)
+    names = {t.name for t in reader.tensors}
+    norms = ("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm", "attn_q_norm", "attn_k_norm")
+    blocks = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down", *norms)
+    want = {"token_embd.weight", "output_norm.weight"} | {f"blk.{i}.{b}.weight" for i in range(6) for b in blocks}
+    assert names == want  # tied embeddings: no output.weight
+    # every RMSNorm weight stored as 1 + w (llama.cpp's fold); Q/K rows not permuted
+    hf = hf_state_dict(gemma.params)
+    read = GGUFFile(gemma_f32).read
+    for gguf_norm, hf_norm in zip(norms, GEMMA_NORMS):
+        np.testing.assert_array_equal(read(f"blk.3.{gguf_norm}.weight"), hf[f"model.layers.3.{hf_norm}.weight"] + 1)
+    np.testing.assert_array_equal(read("output_norm.weight"), hf["model.norm.weight"] + 1)
+    for gguf_name, hf_name in (("attn_q", "q_proj"), ("attn_k", "k_proj")):
+        np.testing.assert_array_equal(
+            read(f"blk.0.{gguf_name}.weight"), hf[f"model.layers.0.self_attn.{hf_name}.weight"]
+        )
+    # Gemma's SentencePiece vocabulary as llama.cpp writes it
+    assert (field["tokenizer.ggml.model"], field["tokenizer.ggml.pre"]) == ("llama", "default")
+    assert field["tokenizer.ggml.add_space_prefix"] is False and field["tokenizer.ggml.add_bos_token"] is True
+    tokens, types, scores = (field[f"tokenizer.ggml.{k}"] for k in ("tokens", "token_type", "scores"))
+    source = {k: f.contents() for k, f in gguf.GGUFReader(gemma.source).fields.items()}
+    assert tokens == source["tokenizer.ggml.tokens"] and types == source["tokenizer.ggml.token_type"]
+    assert tokens[8] == "  " and types[8] == 4  # a run of spaces: real spaces, user-defined
+    assert types[:7] == [3] * 7 and types[tokens.index("<0x21>")] == 6 and scores[tokens.index("<0x21>")] == 0.0
+    normal = [s for s, t in zip(scores, types) if t == 1]
+    assert normal == [-float(i) for i in range(len(normal))]  # falling in merge order
+    assert {s for s, t in zip(scores, types) if t in (3, 4)} == {-1000.0}
+    assert (field["tokenizer.ggml.eos_token_id"], field["tokenizer.ggml.eot_token_id"]) == (1, 6)
+
+
+def test_gemma3_norm_fold_rounds_once_then_is_exact(gemma, tmp_path):
+    """``1 + w`` in float32 rounds a norm weight to float32's step near 1 (at most 2**-24 off); nothing else
+    changes, and exporting what was read gives the same file data again."""
+    lm = random_gemma(gemma.tokenizer)
+    first = export_gguf(lm, tmp_path / "first.gguf")
+    back = load_model(first)
+    want, got = hf_state_dict(lm.params), hf_state_dict(back.params)
+    assert any(not np.array_equal(got[n], w) for n, w in want.items() if n.endswith("norm.weight"))  # it does round
+    for name, w in want.items():
+        if name.endswith("norm.weight"):
+            np.testing.assert_array_equal(got[name], (w + np.float32(1)) - np.float32(1), err_msg=name)
+            assert np.abs(got[name] - w).max() <= 2.0**-24
+        else:
+            np.testing.assert_array_equal(got[name], w, err_msg=name)
+    assert relative_error(logits(back, GEMMA_TEXTS[0]), logits(lm, GEMMA_TEXTS[0])) <= 1e-5
+    again = export_gguf(back, tmp_path / "again.gguf")
+    one, two = gguf.GGUFReader(first), gguf.GGUFReader(again)
+    assert [t.name for t in one.tensors] == [t.name for t in two.tensors]
+    for a, b in zip(one.tensors, two.tensors):
+        assert np.array_equal(np.asarray(a.data), np.asarray(b.data)), a.name
+
+
+@pytest.mark.parametrize("dtype", ["F16", "BF16", "Q8_0"])
+def test_gemma3_reduced_types_load_as_their_own_rounding(gemma, tmp_path, dtype):
+    path = export_gguf(gemma, tmp_path / "m.gguf", dtype=dtype)
+    types = tensor_types(path)
+    assert {t for n, t in types.items() if n.endswith("norm.weight")} == {"F32"}
+    assert {t for n, t in types.items() if not n.endswith("norm.weight")} == {dtype}  # rows of 32, 64 or 128
+    back = load_model(path)
+    qtype = gguf.GGMLQuantizationType[dtype]
+    want, got = hf_state_dict(gemma.params), hf_state_dict(back.params)
+    for name, w in want.items():
+        expected = w if w.ndim == 1 else dequantize(quantize(w, qtype), qtype).reshape(w.shape)
+        np.testing.assert_array_equal(got[name], expected.astype(np.float32), err_msg=name)
+    for text in GEMMA_TEXTS:
+        assert relative_error(logits(back, text), logits(gemma, text)) <= GEMMA_RELATIVE_TOLERANCE[dtype], text
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"tie_word_embeddings": False}, {"rope_scaling": (("factor", 2.0), ("rope_type", "linear"))}],
+    ids=["untied", "rope-linear"],
+)
+def test_gemma3_variants_round_trip(gemma, tmp_path, changes):
+    lm = random_gemma(gemma.tokenizer, seed=1, **changes)
+    back = load_model(export_gguf(lm, tmp_path / "v.gguf"))
+    assert back.config.replace(rms_norm_eps=1e-6) == lm.config  # the file stores epsilon as float32
+    text = GEMMA_TEXTS[1]  # 15 tokens: past the window, so local and global RoPE both matter
+    assert relative_error(logits(back, text), logits(lm, text)) <= 1e-5
+
+
+def test_gemma3_names_are_the_inverse_of_the_readers():
+    names = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    names += [f"model.layers.4.{n}.weight" for n in GEMMA_NORMS]
+    names += [f"model.layers.4.self_attn.{p}_proj.weight" for p in "qkvo"]
+    names += [f"model.layers.4.mlp.{p}_proj.weight" for p in ("gate", "up", "down")]
+    for name in names:
+        assert gguf_to_hf_name(hf_to_gguf_name(name, "gemma3"), "gemma3") == name
+    assert hf_to_gguf_name("model.layers.4.pre_feedforward_layernorm.weight", "gemma3") == "blk.4.ffn_norm.weight"
+    assert (
+        hf_to_gguf_name("model.layers.4.post_attention_layernorm.weight", "gemma3")
+        == "blk.4.post_attention_norm.weight"
+    )
+    assert hf_to_gguf_name("model.layers.4.post_attention_layernorm.weight") == "blk.4.ffn_norm.weight"  # Llama's
+
+
+def test_transformers_gguf_loader_agrees_on_gemma3(gemma, gemma_f32, monkeypatch):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(gemma_f32.parent), gguf_file=gemma_f32.name, dtype=torch.float32
+    )
+    assert type(model).__name__ == "Gemma3ForCausalLM"
+    assert model.config.layer_types == list(gemma.config.layer_types)
+    for text in GEMMA_TEXTS:
+        ids = gemma.tokenizer.encode(text)
+        with torch.no_grad():
+            theirs = model(torch.tensor([ids])).logits.numpy()
+        assert np.abs(theirs - logits(gemma, text)).max() <= 1e-4, text
+    tok = transformers.AutoTokenizer.from_pretrained(str(gemma_f32.parent), gguf_file=gemma_f32.name)
+    for text in GEMMA_TEXTS:
+        assert tok.encode(text) == gemma.tokenizer.encode(text), text
+    assert tok.chat_template == gemma.tokenizer.chat_template
+
+
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        (
+            {"layer_types": ("sliding_attention", "full_attention") * 3},
+            ConfigError,
+            "layer pattern sGsGsG (s: sliding, G: global) differs from Gemma 3's sssssG",
+        ),
+        ({"rope_local_theta": 5e4}, ConfigError, "local layers use RoPE base 50000"),
+        ({"query_pre_attn_scalar": 24}, ConfigError, "query_pre_attn_scalar 24, which GGUF's 'gemma3' architecture"),
+        ({"final_logit_softcapping": 30.0}, ConfigError, "soft-caps its logits at 30"),
+        (
+            {"rope_scaling": (("factor", 8.0), ("rope_type", "llama3"))},
+            ConfigError,
+            "uses 'llama3' rope scaling; GGUF's 'gemma3' architecture carries only linear",
+        ),
+        ({"qkv_bias": True}, ConfigError, "attention biases"),
+        ({"mlp_bias": True}, ConfigError, "MLP biases"),
+        ({"vocab_size": 366, "tokenizer": "llama"}, TokenizerError, "this one is BPE"),
+    ],
+    ids=["pattern", "local-rope", "scalar", "softcap", "rope-llama3", "attn-bias", "mlp-bias", "tokenizer"],
+)
+def test_gemma3_settings_gguf_cannot_state_are_refused(gemma, tied, tmp_path, changes, error, message):
+    changes = dict(changes)
+    lm = gemma
+    if changes.pop("tokenizer", None):
+        lm = dataclasses.replace(gemma, tokenizer=tied.tokenizer)
+    lm = _with_config(lm, **changes)
+    dest = tmp_path / "out.gguf"
+    with pytest.raises(error) as info:
+        export_gguf(lm, dest)
+    assert isinstance(info.value, SafeGeneError)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []

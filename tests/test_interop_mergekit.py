@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 import yaml
+from gguf_fixture import write_gemma3_gguf
 from safetensors.numpy import load_file
 from tiny import tiny_model_folder
 
@@ -158,3 +159,48 @@ def test_missing_sources_and_low_rank_are_refused(trio, tmp_path):
     )
     with pytest.raises(ConfigError, match="low-rank"):
         mergekit_recipe(compact, task_model="t")
+
+
+# ---- Gemma 3 ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gemma_trio(tmp_path_factory):
+    """Three tiny Gemma 3 models (six layers: five local, one global; Gemma's tokenizer) and an adapter on a local
+    and the global layer."""
+    root = tmp_path_factory.mktemp("gemma-trio")
+    write_gemma3_gguf(root / "source.gguf")
+    lm = load_model(root / "source.gguf")
+    params = {"degraded": lm.split()[1]}
+    params["aligned"] = _perturbed(params["degraded"], seed=1)
+    params["task"] = _perturbed(params["degraded"], seed=2)
+    for name in params:
+        export_hf(params[name], root / name, config=lm.config, tokenizer=lm.tokenizer)
+    folders = {name: root / name for name in params}
+    adapter = SafetyAdapter.build(
+        params["aligned"],
+        params["degraded"],
+        [0, 5],
+        family="tiny-gemma",
+        sources={"aligned": str(folders["aligned"]), "degraded": str(folders["degraded"])},
+    )
+    return {**folders, "params": params, "adapter": adapter}
+
+
+def test_mergekit_reproduces_apply_on_gemma3(gemma_trio, tmp_path, monkeypatch):
+    """mergekit knows Gemma3ForCausalLM: q/k norms and the pre/post-MLP norms are merged per tensor like the rest."""
+    adapter = gemma_trio["adapter"]
+    coeffs = np.array([[0.75, -0.5, 1.25], *[[0.0] * 3] * 4, [-1.3, 0.4, 2.0]], np.float32)  # per layer and kind
+    text = mergekit_recipe(adapter, coeffs, task_model=str(gemma_trio["task"]))
+    filters = {w["filter"] for w in yaml.safe_load(text)["models"][0]["parameters"]["weight"][:-1]}
+    assert {"model.layers.5.self_attn.q_norm.weight", "model.layers.0.pre_feedforward_layernorm.weight"} <= filters
+    merged = _merge(text, tmp_path / "out", monkeypatch)
+    expected = hf_state_dict(adapter.apply(gemma_trio["params"]["task"], coeffs))
+    worst = _largest_difference(merged, expected)
+    print(f"largest |mergekit - adapter.apply| on Gemma 3 = {worst:.3g}")
+    assert worst < 1e-5
+    task = hf_state_dict(gemma_trio["params"]["task"])
+    for name in ("model.embed_tokens.weight", "model.norm.weight", "model.layers.3.self_attn.k_norm.weight"):
+        np.testing.assert_array_equal(merged[name], task[name])
+    safe = load_model(tmp_path / "out")
+    assert safe.config.model_type == "gemma3_text" and safe.tokenizer.encode("hello world") == [2, 29, 34]

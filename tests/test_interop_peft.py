@@ -53,14 +53,16 @@ def qwen2():
     return MODELS / "qwen2", task, adapter
 
 
-def merged_by_peft(task_folder, peft_dir):
-    """The task model with the exported adapter merged in by PEFT, as float64 numpy arrays by HF name."""
+def merged_by_peft(task_folder, peft_dir, architecture=None):
+    """The task model with the exported adapter merged in by PEFT, as float64 numpy arrays by HF name (the task
+    model loaded by transformers as ``architecture``, when given)."""
     pytest.importorskip("peft")
     torch = pytest.importorskip("torch")
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(str(task_folder), dtype=torch.float32)
+    assert architecture is None or type(base).__name__ == architecture
     model = PeftModel.from_pretrained(base, str(peft_dir))
     lora_shapes = {name: tuple(p.shape) for name, p in model.named_parameters() if "lora_A" in name or "lora_B" in name}
     merged = model.merge_and_unload()
@@ -302,3 +304,62 @@ def test_refuses_a_folder_that_is_not_an_export(tiny, tmp_path):
         export_peft(adapter, tmp_path / "file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "model"]
     assert (tmp_path / "model" / "config.json").read_text() == "{}" and (tmp_path / "file").read_text() == "x"
+
+
+# ---- Gemma 3 ---------------------------------------------------------------------------------------------------
+
+GEMMA_NORMS = (
+    "input_layernorm",
+    "post_attention_layernorm",
+    "pre_feedforward_layernorm",
+    "post_feedforward_layernorm",
+    "self_attn.q_norm",
+    "self_attn.k_norm",
+)
+
+
+@pytest.fixture(scope="module")
+def gemma():
+    """The tiny Gemma 3 fixture (layers: local, local, global, local; head_dim 16, hidden 32) as the task model,
+    and an adapter on a local and the global layer."""
+    task = load_model(MODELS / "gemma3")
+    adapter = SafetyAdapter.build(perturbed(task.params, 5), perturbed(task.params, 6), layers=[0, 2], family="g")
+    return MODELS / "gemma3", task, adapter
+
+
+def test_gemma3_full_rank_equals_apply(gemma, tmp_path):
+    """Gemma's projections have Llama's names; its six norms per layer (q/k norms and the pre/post-MLP norms
+    too) are reported as dropped deltas."""
+    folder, task, adapter = gemma
+    coeffs = np.array([0.7, 0.0, -0.4, 0.0], np.float32)
+    report = export_peft(adapter, tmp_path / "lora", coeffs=coeffs, scale=1.5)
+    cfg = json.loads((tmp_path / "lora" / CONFIG_FILE).read_text())
+    assert sorted(cfg["target_modules"]) == sorted(f"model.layers.{i}.{m}" for i in (0, 2) for m in MODULES)
+    assert report.total_energy == pytest.approx(1.0, abs=1e-6) and report.vllm_compatible
+    assert sorted(v.tensor for v in report.dropped) == sorted(
+        f"model.layers.{i}.{n}.weight" for i in (0, 2) for n in GEMMA_NORMS
+    )
+    assert {v.kind for v in report.dropped} == {"norm"}
+    assert report.dropped_values == 2 * (4 * 32 + 2 * 16)  # four hidden-size norms and two head_dim ones per layer
+
+    merged, _ = merged_by_peft(folder, tmp_path / "lora", architecture="Gemma3ForCausalLM")
+    want = hf_state_dict(adapter.apply(task.params, coeffs * 1.5))
+    base = hf_state_dict(task.params)
+    for name, value in projections(want).items():
+        np.testing.assert_allclose(merged[name], value, atol=1e-5, rtol=0, err_msg=name)
+    assert any(not np.allclose(want[n], base[n]) for n in projections(want))
+    for name in want:  # the rest, Gemma's norms included, stays the task model's
+        if name not in projections(want):
+            np.testing.assert_array_equal(merged[name], base[name], err_msg=name)
+
+
+def test_gemma3_modules_to_save_carries_its_norms(gemma, tmp_path):
+    folder, task, adapter = gemma
+    coeffs = np.array([[0.5, 1.2, 0.9], [0.0, 0.0, 0.0], [1.1, 0.3, 2.0], [0.0, 0.0, 0.0]], np.float32)
+    report = export_peft(adapter, tmp_path / "lora", coeffs=coeffs, norms="modules_to_save", task_params=task.params)
+    assert sorted(report.modules_to_save) == sorted(f"model.layers.{i}.{n}" for i in (0, 2) for n in GEMMA_NORMS)
+    assert report.dropped == () and not report.vllm_compatible
+    merged, _ = merged_by_peft(folder, tmp_path / "lora", architecture="Gemma3ForCausalLM")
+    want = hf_state_dict(adapter.apply(task.params, coeffs))
+    for name, value in want.items():  # every tensor, the zero-centred norms included (transformers scales by 1 + w)
+        np.testing.assert_allclose(merged[name], value, atol=1e-5, rtol=0, err_msg=name)

@@ -1,15 +1,35 @@
-"""GGUF export: any loaded Llama-family model as one ``.gguf`` file for llama.cpp, Ollama and transformers.
+"""GGUF export: a loaded Llama-family or Gemma 3 model as one ``.gguf`` file for llama.cpp, Ollama and transformers.
 
 The file is written with ``gguf.GGUFWriter`` under the ``llama`` architecture (Llama, Mistral,
-SmolLM2) or ``qwen2`` (Qwen2/2.5, whose Q/K/V projections have biases), with llama.cpp's tensor
-names and metadata keys, the tokenizer (vocabulary, merges or scores, special ids, chat template) and,
-for ``llama``, llama.cpp's Q/K row permutation. Weights are streamed tensor by tensor from the model,
-so the host never holds more than one tensor beyond the model itself.
+SmolLM2), ``qwen2`` (Qwen2/2.5, whose Q/K/V projections have biases) or ``gemma3`` (Gemma 3 text
+decoders), with llama.cpp's tensor names and metadata keys, the tokenizer (vocabulary, merges or scores,
+special ids, chat template) and, for ``llama``, llama.cpp's Q/K row permutation. Tensor names are the
+inverse of the reader's table (:data:`safegene_jax.models.gguf_file.GGUF_NAME_TABLES`), so the two cannot
+drift apart. Weights are streamed tensor by tensor from the model, so the host never holds more than one
+tensor beyond the model itself.
+
+Gemma 3 files follow llama.cpp's converter: every RMSNorm weight is stored with Gemma's ``+1`` folded in
+(``1 + w``, which the reader and transformers' GGUF loader take off again), Q/K rows are not permuted,
+and the file states the sliding window and the global RoPE base. Readers take the rest from Gemma 3's
+defaults (a global layer after every five sliding-window ones, local RoPE base 10,000,
+``query_pre_attn_scalar`` 256, no final soft cap), so a model that differs there is refused. (llama.cpp
+scales the attention scores by the head dimension instead of ``query_pre_attn_scalar``: the same for every
+released Gemma 3 this accepts, whose heads are 256 wide, but not for tiny test models.) Linear RoPE scaling
+of the global layers (Gemma 3 4B and larger) is written as llama.cpp's converter writes it; transformers'
+GGUF loader reads no rope scaling, for ``llama`` files either. The tokenizer is written as llama.cpp writes
+Gemma's SentencePiece BPE: ``tokenizer.ggml.model = "llama"``, pieces in merge order (the readers recover
+the merges from that order), scores falling with it, runs of two or more spaces spelled with real spaces as
+user-defined pieces, byte pieces, no prefix space.
+
+At F32 a round trip is bit for bit, except that ``1 + w`` rounds a Gemma norm weight ``w`` to float32's step
+near 1 (``2**-23``): a model read from a Gemma GGUF file (such weights already) comes back bit for bit, and
+exporting what was read gives the same file data again.
 
 Everything is checked before a byte is written: the tensor type, the destination, options GGUF cannot
-express (sliding window, output or MLP biases), non-finite weights, and the tokenizer, which is
-rebuilt from the metadata the way :func:`safegene_jax.models.load_model` rebuilds it and must encode a
-set of probe strings to the same ids. The file appears atomically (temporary file, then ``os.replace``).
+express (a sliding window outside Gemma 3, output or MLP biases, Gemma 3 settings off its defaults),
+non-finite weights, and the tokenizer, which is rebuilt from the metadata the way
+:func:`safegene_jax.models.load_model` rebuilds it and must encode a set of probe strings to the same ids.
+The file appears atomically (temporary file, then ``os.replace``).
 
 Example:
     >>> import safegene_jax as sg
@@ -22,6 +42,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pathlib
@@ -37,38 +58,38 @@ import numpy as np
 from safegene_jax.core.errors import ConfigError, NonFiniteError, TokenizerError
 from safegene_jax.core.files import usual_modes
 from safegene_jax.core.paths import flatten_with_paths
-from safegene_jax.models.config import LlamaConfig, rope_inv_freq
-from safegene_jax.models.gguf_file import permute_qk
+from safegene_jax.models.config import (
+    GEMMA3_DEFAULTS,
+    GEMMA3_MODEL_TYPES,
+    GLOBAL,
+    LlamaConfig,
+    gemma3_layer_types,
+    rope_inv_freq,
+)
+from safegene_jax.models.gguf_file import GGUF_NAME_TABLES, permute_qk
 from safegene_jax.models.loading import nnx_to_hf_name
 
 SUPPORTED_GGUF_TYPES = ("F32", "F16", "BF16", "Q8_0")
 """Tensor types :func:`export_gguf` writes (``dtype=``); 1-D tensors are always F32."""
 
-GGUF_ARCHS = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2"}
+GGUF_ARCHS = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "gemma3_text": "gemma3"}
 """Our ``model_type`` -> GGUF ``general.architecture``."""
 
 _FILE_TYPES = {"F32": 0, "F16": 1, "Q8_0": 7, "BF16": 32}  # llama.cpp's LlamaFileType
 _F16_MAX = 65504.0
 _Q8_BLOCK = 32
 
-_HF_TO_GGUF = (
-    (r"model\.embed_tokens\.weight", "token_embd.weight"),
-    (r"model\.norm\.weight", "output_norm.weight"),
-    (r"lm_head\.weight", "output.weight"),
-    (r"model\.layers\.(\d+)\.input_layernorm\.weight", r"blk.\1.attn_norm.weight"),
-    (r"model\.layers\.(\d+)\.post_attention_layernorm\.weight", r"blk.\1.ffn_norm.weight"),
-    (r"model\.layers\.(\d+)\.self_attn\.q_proj\.(weight|bias)", r"blk.\1.attn_q.\2"),
-    (r"model\.layers\.(\d+)\.self_attn\.k_proj\.(weight|bias)", r"blk.\1.attn_k.\2"),
-    (r"model\.layers\.(\d+)\.self_attn\.v_proj\.(weight|bias)", r"blk.\1.attn_v.\2"),
-    (r"model\.layers\.(\d+)\.self_attn\.o_proj\.weight", r"blk.\1.attn_output.weight"),
-    (r"model\.layers\.(\d+)\.mlp\.gate_proj\.weight", r"blk.\1.ffn_gate.weight"),
-    (r"model\.layers\.(\d+)\.mlp\.up_proj\.weight", r"blk.\1.ffn_up.weight"),
-    (r"model\.layers\.(\d+)\.mlp\.down_proj\.weight", r"blk.\1.ffn_down.weight"),
-)
+_WRITTEN_BIASES = re.compile(r"\.self_attn\.[qkv]_proj\.bias")
+"""The only biases written: Q/K/V (``qwen2``, ``llama``). The reader also names output-projection and MLP biases,
+but GGUF's architectures here do not carry them (:func:`gguf_arch` refuses such models)."""
+_GEMMA3_NORM_OFFSET = np.float32(1.0)
+"""What llama.cpp folds into every Gemma RMSNorm weight (the reader subtracts it; the exporter adds it)."""
 
 # Token types of llama.cpp's vocabulary (gguf.TokenType).
 _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+_GEMMA_SPECIAL_SCORE = -1000.0  # the score llama.cpp's converter gives Gemma's control and user-defined pieces
 
 _PRE_TOKENIZERS = ("gpt2", "smollm", "llama-bpe", "qwen2")
 """``tokenizer.ggml.pre`` names (llama.cpp's) that both our reader and llama.cpp understand."""
@@ -103,11 +124,59 @@ def gguf_type_name(dtype: str) -> str:
     return name
 
 
+def _gemma3_pattern(layer_types: tuple[str, ...]) -> str:
+    """``layer_types`` in short: ``'s'`` for a sliding-window layer, ``'G'`` for a global one."""
+    return "".join("G" if t == GLOBAL else "s" for t in layer_types)
+
+
+def _check_gemma3(config: LlamaConfig) -> None:
+    """Refuses a Gemma 3 setting the ``gemma3`` architecture cannot state: readers take it from Gemma 3's defaults.
+
+    Raises:
+        ConfigError: naming the first setting off the defaults (layer pattern, local RoPE base,
+            ``query_pre_attn_scalar``, final soft cap, rope scaling other than linear, attention biases).
+    """
+    d = GEMMA3_DEFAULTS
+    off = "which GGUF's 'gemma3' architecture cannot state (llama.cpp and transformers assume Gemma 3's"
+    want = gemma3_layer_types(config.num_hidden_layers)
+    if config.layer_types != want:
+        raise ConfigError(
+            f"this gemma3_text model's layer pattern {_gemma3_pattern(config.layer_types)} (s: sliding, G: global) "
+            f"differs from Gemma 3's {_gemma3_pattern(want)}, {off} global layer after every five local ones)"
+        )
+    if config.rope_local_theta != d["rope_local_base_freq"]:
+        raise ConfigError(
+            f"this gemma3_text model's local layers use RoPE base {config.rope_local_theta:g}, {off} "
+            f"{d['rope_local_base_freq']:g})"
+        )
+    if config.query_pre_attn_scalar != d["query_pre_attn_scalar"]:
+        raise ConfigError(
+            f"this gemma3_text model has query_pre_attn_scalar {config.query_pre_attn_scalar:g}, which GGUF's "
+            f"'gemma3' architecture cannot state (transformers assumes Gemma 3's {d['query_pre_attn_scalar']}, "
+            "llama.cpp the head dimension)"
+        )
+    if config.final_logit_softcapping is not None:
+        raise ConfigError(
+            f"this gemma3_text model soft-caps its logits at {config.final_logit_softcapping:g}, {off} uncapped logits)"
+        )
+    kind = config.rope_scaling_dict().get("rope_type")
+    if kind not in (None, "default", "linear"):
+        raise ConfigError(
+            f"this gemma3_text model uses {kind!r} rope scaling; GGUF's 'gemma3' architecture carries only linear"
+        )
+    if config.qkv_bias or config.o_bias or config.mlp_bias:
+        raise ConfigError(
+            f"this gemma3_text model has {'MLP' if config.mlp_bias else 'attention'} biases, which GGUF's 'gemma3' "
+            "architecture does not carry"
+        )
+
+
 def gguf_arch(config: LlamaConfig) -> str:
     """The GGUF architecture of a config, after checking that GGUF can express all of it.
 
     Raises:
-        ConfigError: an unsupported ``model_type``, a sliding window, or output / MLP biases.
+        ConfigError: an unsupported ``model_type``, a sliding window (outside Gemma 3), output / MLP biases,
+            or a Gemma 3 setting off Gemma 3's defaults (see the module docstring).
 
     Example:
         >>> gguf_arch(LlamaConfig(vocab_size=8, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
@@ -119,6 +188,9 @@ def gguf_arch(config: LlamaConfig) -> str:
         raise ConfigError(
             f"GGUF export of model_type {config.model_type!r} is not supported; supported: {', '.join(GGUF_ARCHS)}"
         )
+    if arch == "gemma3":
+        _check_gemma3(config)
+        return arch
     if config.sliding_window is not None:
         raise ConfigError(
             f"this {config.model_type} model uses a sliding attention window ({config.sliding_window} tokens), which "
@@ -164,14 +236,40 @@ def check_destination(path: str | os.PathLike, overwrite: bool = False) -> pathl
 # ---- names and tensor types --------------------------------------------------------------------------
 
 
-def hf_to_gguf_name(name: str) -> str | None:
-    """llama.cpp's name of a Hugging Face tensor name (``None`` if GGUF has none).
+def _inverse(pattern: str, template: str) -> tuple[str, str]:
+    r"""``(Hugging Face regex, GGUF template)`` of one ``(GGUF regex, Hugging Face template)`` entry of the reader's
+    table: each ``\k`` of the template becomes the pattern's ``k``-th group, each group of the pattern a ``\k``.
+
+    Example:
+        >>> hf, gguf_name = _inverse(r"blk\.(\d+)\.attn_q\.(weight|bias)", r"model.layers.\1.self_attn.q_proj.\2")
+        >>> re.fullmatch(hf, "model.layers.7.self_attn.q_proj.bias").expand(gguf_name)
+        'blk.7.attn_q.bias'
+    """
+    groups = re.findall(r"\([^()]*\)", pattern)
+    pieces = re.split(r"\\(\d)", template)  # literal, group number, literal, ...
+    refs = [int(k) for k in pieces[1::2]]
+    hf = "".join(groups[int(p) - 1] if i % 2 else re.escape(p) for i, p in enumerate(pieces))
+    seen = iter(range(1, len(groups) + 1))
+    gguf_template = re.sub(r"\([^()]*\)|\\(.)", lambda m: m.group(1) or f"\\{refs.index(next(seen)) + 1}", pattern)
+    return hf, gguf_template
+
+
+_HF_TO_GGUF = {arch: tuple(_inverse(*entry) for entry in table) for arch, table in GGUF_NAME_TABLES.items()}
+"""Hugging Face name -> GGUF name, per GGUF architecture: the reader's table inverted."""
+
+
+def hf_to_gguf_name(name: str, arch: str = "llama") -> str | None:
+    """llama.cpp's name of a Hugging Face tensor name under GGUF architecture ``arch`` (``None`` if none).
 
     Example:
         >>> hf_to_gguf_name("model.layers.3.self_attn.q_proj.weight")
         'blk.3.attn_q.weight'
+        >>> hf_to_gguf_name("model.layers.3.pre_feedforward_layernorm.weight", "gemma3")
+        'blk.3.ffn_norm.weight'
     """
-    for pattern, target in _HF_TO_GGUF:
+    if name.endswith(".bias") and not _WRITTEN_BIASES.search(name):
+        return None
+    for pattern, target in _HF_TO_GGUF[arch]:
         m = re.fullmatch(pattern, name)
         if m:
             return m.expand(target)
@@ -244,8 +342,10 @@ def model_metadata(config: LlamaConfig, arch: str, *, name: str, dtype: str) -> 
         f"{a}.rope.freq_base": float(config.rope_theta),
         f"{a}.rope.dimension_count": config.head_dim,
     }
+    if arch == "gemma3":  # the rest of Gemma 3's settings are its defaults (checked by gguf_arch)
+        meta[f"{a}.attention.sliding_window"] = config.sliding_window
     scaling = config.rope_scaling_dict()
-    if scaling.get("rope_type") == "linear":
+    if scaling.get("rope_type") == "linear":  # Gemma 3: the global layers' only, as llama.cpp applies it
         meta[f"{a}.rope.scaling.type"] = "linear"
         meta[f"{a}.rope.scaling.factor"] = float(scaling["factor"])
     return meta
@@ -307,17 +407,40 @@ def _token_table(tokenizer: Any, vocab_size: int) -> tuple[list[str], set[int], 
     return tokens, set(vocab.values()), added
 
 
+def _gemma_vocabulary(tokens: list[str], added: dict[int, bool], kind_of: Callable[[int], int]) -> dict[str, Any]:
+    """The ``tokenizer.ggml.*`` vocabulary keys of a Gemma SentencePiece BPE (see :func:`tokenizer_metadata`)."""
+    spaces = {i for i, t in enumerate(tokens) if len(t) > 1 and not t.strip("\u2581") and i not in added}
+    types = [
+        _USER_DEFINED if i in spaces else _BYTE if _BYTE_PIECE.fullmatch(t) and i not in added else kind_of(i)
+        for i, t in enumerate(tokens)
+    ]
+    rank = itertools.count()
+    scores = [-float(next(rank)) if ty == _NORMAL else 0.0 if ty == _BYTE else _GEMMA_SPECIAL_SCORE for ty in types]
+    return {
+        "tokenizer.ggml.model": "llama",
+        "tokenizer.ggml.pre": "default",
+        "tokenizer.ggml.tokens": [" " * len(t) if i in spaces else t for i, t in enumerate(tokens)],
+        "tokenizer.ggml.scores": scores,
+        "tokenizer.ggml.token_type": types,
+        "tokenizer.ggml.add_space_prefix": False,
+    }
+
+
 def tokenizer_metadata(tokenizer: Any, config: LlamaConfig) -> dict[str, Any]:
     """The ``tokenizer.*`` keys of a transformers fast tokenizer: vocabulary, merges or scores, ids, template.
 
     Byte-level BPE tokenizers (SmolLM2, Llama 3, Qwen2) become ``gpt2`` with the matching
     ``tokenizer.ggml.pre``; Unigram ones (what the reader builds from a ``llama`` GGUF vocabulary)
-    become ``llama`` with their scores. Ids past the tokenizer up to ``config.vocab_size`` are filled
-    with unused ``[PADi]`` tokens, as llama.cpp does.
+    become ``llama`` with their scores. A Gemma 3 model's SentencePiece BPE (byte fallback) becomes
+    ``llama`` as llama.cpp writes Gemma's: pieces by id (Gemma's ids are its merge order, from which the
+    readers rebuild the merges), scores ``0, -1, -2, ...`` over the normal pieces in that order (llama.cpp
+    merges by them), ``-1000`` for control and user-defined pieces and ``0`` for byte pieces, runs of two or
+    more ``▁`` spelled with spaces as user-defined pieces, and no prefix space. Ids past the tokenizer up to
+    ``config.vocab_size`` are filled with unused ``[PADi]`` tokens, as llama.cpp does.
 
     Raises:
-        TokenizerError: no fast tokenizer, another kind of model (SentencePiece BPE), a pre-tokenizer GGUF
-            cannot name, or more ids than the model embeds.
+        TokenizerError: no fast tokenizer, another kind of model (SentencePiece BPE outside Gemma 3, or a
+            Gemma 3 model without one), a pre-tokenizer GGUF cannot name, or more ids than the model embeds.
     """
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
@@ -339,7 +462,15 @@ def tokenizer_metadata(tokenizer: Any, config: LlamaConfig) -> dict[str, Any]:
         return _NORMAL
 
     meta: dict[str, Any] = {}
-    if model["type"] == "BPE" and not model.get("byte_fallback") and _find(spec.get("pre_tokenizer"), "ByteLevel"):
+    if config.model_type in GEMMA3_MODEL_TYPES:
+        if model["type"] != "BPE" or not model.get("byte_fallback"):
+            fallback = "with" if model.get("byte_fallback") else "without"
+            raise TokenizerError(
+                "a Gemma 3 model's tokenizer is written to GGUF as Gemma's SentencePiece BPE (BPE with byte "
+                f"fallback), but this one is {model['type']} {fallback} byte fallback"
+            )
+        meta.update(_gemma_vocabulary(tokens, added, kind_of))
+    elif model["type"] == "BPE" and not model.get("byte_fallback") and _find(spec.get("pre_tokenizer"), "ByteLevel"):
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
         meta["tokenizer.ggml.model"] = "gpt2"
         meta["tokenizer.ggml.pre"] = _pre_tokenizer_name(backend)
@@ -391,6 +522,8 @@ def tokenizer_metadata(tokenizer: Any, config: LlamaConfig) -> dict[str, Any]:
 def check_tokenizer_round_trip(tokenizer: Any, meta: dict[str, Any]) -> None:
     """Rebuilds the tokenizer from ``meta`` as the GGUF reader does; it must encode and decode like ``tokenizer``.
 
+    ``meta`` holds the ``tokenizer.*`` keys, and ``general.architecture`` where the reader needs it (``gemma3``).
+
     Raises:
         TokenizerError: naming the first probe string that encodes or decodes differently.
     """
@@ -426,7 +559,8 @@ def _order(name: str) -> tuple:
 def plan_tensors(params: Any, config: LlamaConfig, arch: str) -> list[tuple[str, tuple[int, ...], Callable]]:
     """``(gguf name, numpy shape, read)`` for each weight, in file order; ``read()`` gives float32 in GGUF layout.
 
-    Q/K weights and biases of the ``llama`` architecture are row-permuted as llama.cpp stores them.
+    Q/K weights and biases of the ``llama`` architecture are row-permuted as llama.cpp stores them; the RMSNorm
+    weights of ``gemma3`` get the ``+1`` llama.cpp folds in (in float32; the reader takes it off again).
 
     Raises:
         ConfigError: listing every parameter that has no GGUF name.
@@ -435,18 +569,21 @@ def plan_tensors(params: Any, config: LlamaConfig, arch: str) -> list[tuple[str,
     plan, unknown = [], []
     for path, leaf in zip(paths, leaves):
         hf, transpose = nnx_to_hf_name(path)
-        name = hf_to_gguf_name(hf)
+        name = hf_to_gguf_name(hf, arch)
         if name is None:
             unknown.append(hf)
             continue
         heads = None
         if arch == "llama" and re.search(r"\.attn_[qk]\.", name):
             heads = config.num_attention_heads if ".attn_q." in name else config.num_key_value_heads
+        fold = arch == "gemma3" and name.endswith("norm.weight")  # the reader's test for the same norms
         shape = tuple(leaf.shape[::-1]) if transpose else tuple(leaf.shape)
 
-        def read(leaf=leaf, transpose=transpose, heads=heads):
+        def read(leaf=leaf, transpose=transpose, heads=heads, fold=fold):
             w = np.asarray(jax.device_get(leaf), dtype=np.float32)
             w = w.T if transpose else w
+            if fold:
+                return w + _GEMMA3_NORM_OFFSET
             return permute_qk(w, heads) if heads else w
 
         plan.append((name, shape, read))
@@ -559,8 +696,8 @@ def export_gguf(
         The path of the written file.
 
     Raises:
-        ConfigError: unsupported type, architecture or option (sliding window, output/MLP biases), or a
-            bad destination.
+        ConfigError: unsupported type, architecture or option (sliding window, output/MLP biases, Gemma 3
+            settings off its defaults), or a bad destination.
         TokenizerError: no tokenizer, or one GGUF cannot carry faithfully.
         NonFiniteError: a weight holds NaN or infinity.
 
@@ -580,7 +717,7 @@ def export_gguf(
     plan = plan_tensors(params, config, arch)
     meta = model_metadata(config, arch, name=name or default_name(lm.source), dtype=dtype)
     tok_meta = tokenizer_metadata(lm.tokenizer, config)
-    check_tokenizer_round_trip(lm.tokenizer, tok_meta)
+    check_tokenizer_round_trip(lm.tokenizer, {"general.architecture": arch, **tok_meta})
     check_weights(params, dtype)
     _write(dest, arch, {**meta, **tok_meta}, plan, dtype)
     return dest

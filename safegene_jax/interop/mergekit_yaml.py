@@ -8,11 +8,13 @@ tensor gets weight 0 and stays the task model's, bit for bit; mergekit also take
 chat template from the base, so they are the task model's too.
 
 Weights are given per tensor, as ``filter`` conditions naming each Hugging Face tensor in full (mergekit
-matches a filter as a substring of the tensor name, first match wins; a full Llama tensor name is part of no
-other), then a catch-all 0; not as gradient lists: mergekit interpolates a list linearly at ``t = i / (L - 1)``
-(an ``L``-value list lands on value ``i`` only up to float64 rounding: ``15 / 22 * 22 < 15``) and reads
-every tensor outside the layers (embeddings, final norm, LM head) at ``t = 0``, the list's first value, so a
-list could neither keep those at 0 nor give the tensors of one layer different weights.
+matches a filter as a substring of the tensor name, first match wins; a full tensor name of a Llama or Gemma 3
+layer, Gemma's q/k and pre/post-MLP norms included, is part of no other), then a catch-all 0; not as gradient
+lists: mergekit interpolates a list linearly at ``t = i / (L - 1)`` (an ``L``-value list lands on value ``i``
+only up to float64 rounding: ``15 / 22 * 22 < 15``) and reads every tensor outside the layers (embeddings,
+final norm, LM head) at ``t = 0``, the list's first value, so a list could neither keep those at 0 nor give
+the tensors of one layer different weights. mergekit 0.1.5 knows both ``LlamaForCausalLM`` (and Mistral,
+Qwen2) and ``Gemma3ForCausalLM``.
 
 Example::
 

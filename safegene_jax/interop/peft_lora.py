@@ -15,6 +15,9 @@ LoRA carries only matrices. Norm weight vectors and biases in the adapter are by
 reported with their size; ``norms="modules_to_save"`` writes their modules whole, as PEFT's
 ``modules_to_save`` (the task model's weights plus ``c`` times the delta, so ``task_params`` is needed; a
 biased Linear then travels whole instead of as LoRA). vLLM refuses adapters with ``modules_to_save``.
+Gemma 3 layers have Llama's projection names and six norms (input, post-attention, pre- and post-MLP,
+``q_norm`` and ``k_norm``), all of which are such vectors; their weights are centred on 0 in both our and
+transformers' Gemma, so a saved norm module is the same sum.
 
 The folder holds ``adapter_config.json``, ``adapter_model.safetensors`` (float32, PEFT's key names such as
 ``base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight``) and ``safegene_export.json`` (this

@@ -49,17 +49,18 @@ _GEMMA3_NORMS = (  # Gemma's four norms per block, and the query and key norms
     (r"blk\.(\d+)\.attn_q_norm\.weight", r"model.layers.\1.self_attn.q_norm.weight"),
     (r"blk\.(\d+)\.attn_k_norm\.weight", r"model.layers.\1.self_attn.k_norm.weight"),
 )
-_NAME_TABLES = {
+GGUF_NAME_TABLES = {
     "llama": _GGUF_TO_HF + _LLAMA_NORMS,
     "qwen2": _GGUF_TO_HF + _LLAMA_NORMS,
     "gemma3": _GGUF_TO_HF + _GEMMA3_NORMS,
 }
 """GGUF tensor name -> Hugging Face name, per architecture (``ffn_norm`` is the post-attention norm of a Llama
-block, the pre-MLP norm of a Gemma block)."""
+block, the pre-MLP norm of a Gemma block): ``(regex, template)`` pairs whose groups are plain ``(...)``. The GGUF
+exporter (:mod:`safegene_jax.interop.gguf_export`) inverts this table rather than keeping its own."""
 
 
 def gguf_to_hf_name(name: str, arch: str = "llama") -> str | None:
-    for pattern, target in _NAME_TABLES[arch]:
+    for pattern, target in GGUF_NAME_TABLES[arch]:
         m = re.fullmatch(pattern, name)
         if m:
             return m.expand(target)
