@@ -197,6 +197,10 @@ def test_coefficients_scales_and_weights_are_checked_where_they_enter(tmp_path, 
     fails([*apply, "--out", str(tmp_path / "o")], "pass --allow-nonfinite")
     assert not (tmp_path / "o").exists()
     assert main([*apply, "--out", str(tmp_path / "o"), "--allow-nonfinite"]) == 0
+    extract = ["extract", "--aligned", str(a), "--degraded", str(d), "--out", str(tmp_path / "ad2")]
+    fails(extract, "pass --allow-nonfinite")  # the library's check_finite=False, as the command spells it
+    assert not (tmp_path / "ad2").exists()
+    assert main([*extract, "--allow-nonfinite"]) == 0
 
 
 def test_an_unwritable_destination_fails_before_any_work(tmp_path, monkeypatch, capsys):

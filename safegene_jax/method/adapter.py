@@ -145,14 +145,16 @@ class SafetyAdapter:
         probe_hash: str = "",
         layer_map: Any = None,
         model_type: str | None = None,
+        check_finite: bool = True,
     ) -> SafetyAdapter:
         """Extracts the vector, keeps ``layers``, optionally compresses it to ``rank``, records metadata.
 
         ``model_type`` (the config's: ``llama``, ``gemma3_text``, ...) names the architecture in the metadata;
-        by default it is read from the leaf names (:func:`model_type_of`)."""
+        by default it is read from the leaf names (:func:`model_type_of`). ``check_finite=False`` lets NaN or
+        inf in the weights through."""
         signature = architecture_signature(aligned, layer_map)
         vec = restrict_layers(
-            safety_vector(aligned, degraded, layer_map=layer_map),
+            safety_vector(aligned, degraded, layer_map=layer_map, check_finite=check_finite),
             layers,
             num_layers=signature["num_layers"],
             layer_map=layer_map,

@@ -287,6 +287,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         degraded.params,
         layers,
         rank=args.rank,
+        check_finite=not args.allow_nonfinite,
         family=args.family,
         sources={"aligned": str(args.aligned), "degraded": str(args.degraded)},
     )
@@ -747,6 +748,9 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--layers", type=_layers, default=None, help="comma-separated layers (default: all)")
     extract.add_argument("--rank", type=int, default=None, help="store the vector in low-rank form")
     extract.add_argument("--family", default="", help="a name for the model family")
+    extract.add_argument(
+        "--allow-nonfinite", action="store_true", help="go on when the models' weights hold NaN or inf"
+    )
     extract.set_defaults(func=cmd_extract)
 
     apply = sub.add_parser("apply", help="patch a model with an adapter", description=cmd_apply.__doc__)
@@ -837,7 +841,10 @@ def main(argv=None) -> int:
             check_destination(args.out, overwrite=args.overwrite, what="output")
         return args.func(args)
     except (SafeGeneError, OSError) as e:  # the input's fault (or the disk's): one line, not a traceback
-        print(f"safegene {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        message = " ".join(str(e).split())
+        if hasattr(args, "allow_nonfinite"):  # the library's keyword, as this command spells it
+            message = message.replace("pass check_finite=False to allow them", "pass --allow-nonfinite to go on")
+        print(f"safegene {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
