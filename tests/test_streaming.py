@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tiny import tiny_model_folder
 
-from safegene_jax.core.errors import CheckpointError, IncompatibleAdapterError
+from safegene_jax.core.errors import CheckpointError, ConfigError, IncompatibleAdapterError
 from safegene_jax.interop.streaming import iter_tensors, read_header, stream_apply, stream_task_arithmetic
 from safegene_jax.method.adapter import SafetyAdapter
 from safegene_jax.models import export_hf, load_model, with_params
@@ -133,3 +133,31 @@ def test_merge_command(models, tmp_path, capsys):
     bad = ["merge", "--task", str(tmp_path / "none"), "--aligned", str(models["a"]), "--degraded", str(models["d"])]
     assert main([*bad, "--out", str(tmp_path / "x")]) == 2
     assert "--task:" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("rank", [None, 2])
+def test_stream_extract_equals_the_in_memory_build(models, rank):
+    from safegene_jax.interop.streaming import stream_extract
+
+    la, ld = models["la"], models["ld"]
+    memory = SafetyAdapter.build(la.params, ld.params, [0, 2], rank=rank, sources={"aligned": "a", "degraded": "d"})
+    streamed = stream_extract(models["a"], models["d"], [0, 2], rank=rank)
+    assert sorted(memory.vector) == sorted(streamed.vector) and memory.layers == streamed.layers
+    for path, leaf in memory.vector.items():
+        other = streamed.vector[path]
+        pairs = ((leaf.left, other.left), (leaf.right, other.right)) if hasattr(leaf, "left") else ((leaf, other),)
+        for x, y in pairs:  # low-rank factors, or the dense leaves rank does not shrink (norms)
+            assert np.array_equal(np.asarray(x), np.asarray(y)), path
+    for key in ("architecture", "model_type", "rank"):
+        assert memory.metadata[key] == streamed.metadata[key], key
+    streamed.check(load_model(models["t"]).params)
+
+
+def test_stream_extract_refuses_different_models(models, tmp_path):
+    from safegene_jax.interop.streaming import stream_extract
+
+    wider = tiny_model_folder(tmp_path / "four", layers=4, seed=3)
+    with pytest.raises(IncompatibleAdapterError, match="are different models .*num_hidden_layers"):
+        stream_extract(models["a"], wider)
+    with pytest.raises(ConfigError, match="layer 7 is out of range"):
+        stream_extract(models["a"], models["d"], [7])

@@ -459,3 +459,72 @@ def iter_tensors(folder: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
     """``(name, values)`` of every tensor of a folder, one at a time (for comparisons and checks)."""
     for e in folder_entries(folder):
         yield e.name, read_tensor(e)
+
+
+def stream_extract(
+    aligned_folder: str | os.PathLike,
+    degraded_folder: str | os.PathLike,
+    layers: Sequence[int] | None = None,
+    *,
+    rank: int | None = None,
+    family: str = "",
+    check_finite: bool = True,
+) -> Any:
+    """The :class:`~safegene_jax.method.SafetyAdapter` of ``aligned - degraded`` over ``layers`` (default all),
+    read from the two folders one tensor pair at a time: the same adapter as
+    :meth:`SafetyAdapter.build` on the loaded models (the same values, bit for bit), holding in memory only
+    the vector itself, never the two models.
+
+    Raises:
+        IncompatibleAdapterError: the two folders are models of different configurations.
+        CheckpointError: a folder whose tensors do not fit its config.
+        NonFiniteError: NaN or inf in a difference (unless ``check_finite=False``).
+    """
+    from safegene_jax.method.adapter import SafetyAdapter, architecture_signature, model_type_of
+    from safegene_jax.models.loading import abstract_model, map_name
+
+    folders = [pathlib.Path(aligned_folder), pathlib.Path(degraded_folder)]
+    entries = [{e.name: e for e in folder_entries(f)} for f in folders]
+    configs = []
+    for folder, found in zip(folders, entries):
+        _check_float(found.values(), folder)
+        config = _checked_fit(folder, found.values())
+        if config is None:
+            raise CheckpointError(f"{folder} has no config.json")
+        configs.append(config)
+    a_cfg, d_cfg = ({k: v for k, v in c.to_hf_dict().items() if k not in ("dtype", "torch_dtype")} for c in configs)
+    if a_cfg != d_cfg:
+        key = next(k for k in sorted(set(a_cfg) | set(d_cfg)) if a_cfg.get(k) != d_cfg.get(k))
+        raise IncompatibleAdapterError(
+            f"{folders[0]} and {folders[1]} are different models ({key}: {a_cfg.get(key)!r} vs {d_cfg.get(key)!r})"
+        )
+    config = configs[0]
+    total = config.num_hidden_layers
+    keep = set(range(total)) if layers is None else {int(i) for i in layers}
+    bad = sorted(i for i in keep if not 0 <= i < total)
+    if bad:
+        raise ConfigError(f"layers: layer {bad[0]} is out of range for a {total}-layer model")
+    _, abstract = abstract_model(config)
+    vector = {}
+    for name, entry in entries[0].items():
+        mapped = map_name(name)
+        if mapped is None or _layer_of(name) not in keep:
+            continue
+        path, transform = mapped
+        a = read_tensor(entry).astype(np.float32)
+        d = read_tensor(entries[1][name]).astype(np.float32)
+        v = np.asarray(transform(a - d))
+        if check_finite and not np.isfinite(v).all():
+            raise NonFiniteError(
+                f"tensor {name!r}: aligned - degraded holds NaN or inf; pass check_finite=False to allow them"
+            )
+        vector[path] = v
+    return SafetyAdapter.from_vector(
+        vector,
+        sorted(keep),
+        architecture_signature(abstract),
+        model_type=model_type_of(abstract),  # as build() names it from the loaded params
+        rank=rank,
+        family=family,
+        sources={"aligned": str(folders[0]), "degraded": str(folders[1])},
+    )

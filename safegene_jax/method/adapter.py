@@ -159,9 +159,42 @@ class SafetyAdapter:
             num_layers=signature["num_layers"],
             layer_map=layer_map,
         )
+        return cls.from_vector(
+            vec,
+            layers,
+            signature,
+            model_type=model_type or model_type_of(aligned),
+            scores=scores,
+            coeffs=coeffs,
+            rank=rank,
+            family=family,
+            sources=sources,
+            probe_hash=probe_hash,
+            layer_map=layer_map,
+        )
+
+    @classmethod
+    def from_vector(
+        cls,
+        vector: dict,
+        layers: list[int],
+        signature: dict,
+        *,
+        model_type: str | None = None,
+        scores: LayerScores | None = None,
+        coeffs: Any = None,
+        rank: int | None = None,
+        family: str = "",
+        sources: dict | None = None,
+        probe_hash: str = "",
+        layer_map: Any = None,
+    ) -> SafetyAdapter:
+        """An adapter from a vector already restricted to ``layers`` (as :meth:`build` makes it, or as the
+        streaming extraction reads it tensor by tensor) and the family's :func:`architecture_signature`;
+        optionally compressed to ``rank``."""
         energy = None
         if rank is not None:
-            vec, report = low_rank(vec, rank, layer_map=layer_map)
+            vector, report = low_rank(vector, rank, layer_map=layer_map)
             energy = report.total
         default = np.zeros(signature["num_layers"], np.float32)
         default[list(layers)] = 1.0
@@ -169,7 +202,7 @@ class SafetyAdapter:
             "format": FORMAT,
             "family": family,
             "architecture": signature,
-            "model_type": model_type or model_type_of(aligned),
+            "model_type": model_type,
             "sources": sources or {},
             "probe_hash": probe_hash,
             "library_version": __version__,
@@ -177,7 +210,7 @@ class SafetyAdapter:
             "retained_energy": energy,
         }
         return cls(
-            vec,
+            vector,
             sorted(int(i) for i in layers),
             default if coeffs is None else np.asarray(coeffs, np.float32),
             scores,

@@ -270,7 +270,8 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    """Builds the safety adapter ``aligned - degraded`` over the chosen layers and saves it."""
+    """Builds the safety adapter ``aligned - degraded`` over the chosen layers and saves it (from two
+    safetensors folders one tensor pair at a time, never holding the models)."""
     from safegene_jax.method.adapter import SafetyAdapter
     from safegene_jax.models import load_model, load_spec
 
@@ -281,16 +282,28 @@ def cmd_extract(args: argparse.Namespace) -> int:
     bad = [i for i in layers if not 0 <= i < config.num_hidden_layers]
     if bad:
         raise ConfigError(f"--layers: layer {bad[0]} is out of range for a {config.num_hidden_layers}-layer model")
-    aligned, degraded = load_model(args.aligned), load_model(args.degraded)
-    adapter = SafetyAdapter.build(
-        aligned.params,
-        degraded.params,
-        layers,
-        rank=args.rank,
-        check_finite=not args.allow_nonfinite,
-        family=args.family,
-        sources={"aligned": str(args.aligned), "degraded": str(args.degraded)},
-    )
+    if _is_safetensors_folder(args.aligned) and _is_safetensors_folder(args.degraded):  # one tensor pair at a time
+        from safegene_jax.interop.streaming import stream_extract
+
+        adapter = stream_extract(
+            args.aligned,
+            args.degraded,
+            layers,
+            rank=args.rank,
+            family=args.family,
+            check_finite=not args.allow_nonfinite,
+        )
+    else:  # a GGUF file or a Hub model: both loaded
+        aligned, degraded = load_model(args.aligned), load_model(args.degraded)
+        adapter = SafetyAdapter.build(
+            aligned.params,
+            degraded.params,
+            layers,
+            rank=args.rank,
+            check_finite=not args.allow_nonfinite,
+            family=args.family,
+            sources={"aligned": str(args.aligned), "degraded": str(args.degraded)},
+        )
     adapter.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {adapter.summary()}")
     return 0
