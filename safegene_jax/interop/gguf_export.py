@@ -35,7 +35,7 @@ Example:
     >>> import safegene_jax as sg
     >>> from safegene_jax.interop.gguf_export import export_gguf
     >>> lm = sg.load_model("smollm2-135m-instruct")  # doctest: +SKIP
-    >>> path = export_gguf(lm, "/tmp/smollm2.Q8_0.gguf", dtype="Q8_0")  # doctest: +SKIP
+    >>> path = export_gguf(lm, "smollm2.Q8_0.gguf", dtype="Q8_0")  # doctest: +SKIP
     >>> sg.load_model(path).config == lm.config  # doctest: +SKIP
     True
 """
@@ -704,8 +704,8 @@ def export_gguf(
     Example:
         >>> import safegene_jax as sg
         >>> lm = sg.load_model("smollm2-135m-instruct")  # doctest: +SKIP
-        >>> export_gguf(lm, "/tmp/smollm2.gguf", dtype="Q8_0")  # doctest: +SKIP
-        PosixPath('/tmp/smollm2.gguf')
+        >>> export_gguf(lm, "smollm2.gguf", dtype="Q8_0")  # doctest: +SKIP
+        PosixPath('smollm2.gguf')
     """
     dtype = gguf_type_name(dtype)
     dest = check_destination(path, overwrite)

@@ -41,7 +41,16 @@ import jax.numpy as jnp
 from flax import nnx
 
 from safegene_jax.models.config import Gemma3Config, rope_inv_freq
-from safegene_jax.models.llama import KVCache, _linear, apply_rope, attend, causal_mask, mask_bias, rope_tables
+from safegene_jax.models.llama import (
+    KVCache,
+    _linear,
+    apply_rope,
+    attend,
+    causal_mask,
+    mask_bias,
+    rope_tables,
+    run_layers,
+)
 
 
 class Gemma3RMSNorm(nnx.Module):
@@ -161,16 +170,7 @@ class Gemma3ForCausalLM(nnx.Module):
         ``sliding_window`` cache slots (themselves included), with or without a cache."""
         local, global_, key_mask, index = self.context(tokens, attention_mask, positions=positions, cache=cache)
         x = self.embed(tokens)
-        new_keys, new_values = [], []
-        for i, layer in enumerate(self.model.layers):
-            kv = None if cache is None else (cache.keys[i], cache.values[i])
-            x, kv = layer(x, local, global_, kv, index)
-            if kv is not None:
-                new_keys.append(kv[0])
-                new_values.append(kv[1])
-        new_cache = None
-        if cache is not None:
-            new_cache = KVCache(tuple(new_keys), tuple(new_values), key_mask, index + tokens.shape[1])
+        x, new_cache = run_layers(self.model.layers, x, (local, global_), cache, key_mask, index, tokens.shape[1])
         return self.logits(x[:, -1:] if last_only else x), new_cache
 
     def embed(self, tokens):

@@ -217,6 +217,21 @@ class LlamaModel(nnx.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype)
 
 
+def run_layers(layers, x, shared: tuple, cache: KVCache | None, key_mask, index, length: int):
+    """``x`` through every decoder layer (``layer(x, *shared, kv, index)``), each with its slot of ``cache``;
+    returns ``(x, the updated cache or None)``. ``length``: the tokens this call adds to the cache."""
+    new_keys, new_values = [], []
+    for i, layer in enumerate(layers):
+        kv = None if cache is None else (cache.keys[i], cache.values[i])
+        x, kv = layer(x, *shared, kv, index)
+        if kv is not None:
+            new_keys.append(kv[0])
+            new_values.append(kv[1])
+    if cache is None:
+        return x, None
+    return x, KVCache(tuple(new_keys), tuple(new_values), key_mask, index + length)
+
+
 class LlamaForCausalLM(nnx.Module):
     """Decoder with an LM head (or tied embeddings). Call: ``model(tokens, attention_mask, cache=...)``.
 
@@ -246,16 +261,7 @@ class LlamaForCausalLM(nnx.Module):
         """
         cos, sin, bias, key_mask, index = self.context(tokens, attention_mask, positions=positions, cache=cache)
         x = self.model.embed_tokens(tokens)
-        new_keys, new_values = [], []
-        for i, layer in enumerate(self.model.layers):
-            kv = None if cache is None else (cache.keys[i], cache.values[i])
-            x, kv = layer(x, cos, sin, bias, kv, index)
-            if kv is not None:
-                new_keys.append(kv[0])
-                new_values.append(kv[1])
-        new_cache = None
-        if cache is not None:
-            new_cache = KVCache(tuple(new_keys), tuple(new_values), key_mask, index + tokens.shape[1])
+        x, new_cache = run_layers(self.model.layers, x, (cos, sin, bias), cache, key_mask, index, tokens.shape[1])
         return self.logits(x[:, -1:] if last_only else x), new_cache
 
     def context(self, tokens, attention_mask=None, *, positions=None, cache: KVCache | None = None):
