@@ -32,3 +32,15 @@ def eight_devices():
     devices = jax.devices()
     assert len(devices) == 8, f"expected 8 CPU devices from XLA_FLAGS, got {len(devices)}"
     return devices
+
+
+@pytest.fixture
+def bucket(tmp_path, monkeypatch):
+    """``gs://`` paths kept in a temporary folder (tests/bucket.py); yields that folder. Remote inputs are
+    cached in another temporary folder."""
+    from bucket import folder_bucket
+
+    monkeypatch.setenv("SAFEGENE_REMOTE_CACHE", str(tmp_path / "remote-cache"))
+    (tmp_path / "bucket").mkdir()
+    with folder_bucket(tmp_path / "bucket") as root:
+        yield root

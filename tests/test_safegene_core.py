@@ -138,6 +138,35 @@ def test_prefix_method_matches_patching_the_params(setup, eight_devices):
     assert nothing.base_refusal_ll == pytest.approx(patch.base_refusal_ll, abs=1e-5)
 
 
+def test_scoring_progress_bar_advances_inside_the_computation(setup, monkeypatch):
+    """progress= shows a bar that the jitted scoring advances as it goes (candidates; the prefix method's
+    layers too) and ends full; the scores are the same as without it."""
+    import tqdm.auto
+
+    seen = []
+
+    class Bar:
+        def __init__(self, total, desc, **kw):
+            self.n, self.total, self.desc = 0, total, desc
+            seen.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    lm, aligned, degraded, probe_h, probe_b = setup
+    tau = sg.safety_vector(aligned, degraded)
+    for method, total in (("patch", 4), ("prefix", 2 * 4 + 4)):
+        quiet = score_layers(lm.apply, degraded, tau, probe_h, probe_b, method=method)
+        shown = score_layers(lm.apply, degraded, tau, probe_h, probe_b, method=method, progress="score layers")
+        np.testing.assert_allclose(shown.safety_gain, quiet.safety_gain, atol=1e-6)
+        bar = seen[-1]
+        assert bar.desc == "score layers" and bar.total == total and bar.n == total, method
+
+
 def test_prefix_method_says_why_it_does_not_apply(setup):
     lm, aligned, degraded, probe_h, probe_b = setup
     tau = sg.safety_vector(aligned, degraded)

@@ -64,8 +64,12 @@ _RENAME_EXCHANGE = 2  # Linux renameat2 flag: swap two paths in one step
 
 def mark(folder: str | os.PathLike) -> None:
     """Writes :data:`MARKER` into ``folder``: a folder this library fills over time (a pipeline run's
-    ``out_dir``) is then recognised as its own, like the folders it writes whole."""
-    (pathlib.Path(folder) / MARKER).write_text(_MARKER_TEXT)
+    ``out_dir``) is then recognised as its own, like the folders it writes whole. Only the writing process
+    (:func:`safegene_jax.core.storage.is_writer`) writes it."""
+    from safegene_jax.core.storage import is_writer
+
+    if is_writer(folder):
+        (pathlib.Path(folder) / MARKER).write_text(_MARKER_TEXT)
 
 
 def _exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
@@ -119,15 +123,20 @@ def recover(dest: str | os.PathLike) -> None:
 
 
 def check_destination(dest: str | os.PathLike, *, overwrite: bool = False, what: str = "output") -> pathlib.Path:
-    """``dest`` as a path, once it is known that writing there loses nothing of someone else's.
+    """``dest`` as a path, once it is known that writing there loses nothing of someone else's. A remote
+    ``dest`` (``gs://...``) is checked there and returned as an ``etils.epath.Path``
+    (:func:`safegene_jax.core.storage.check_remote_destination`).
 
     Raises:
         ConfigError: ``dest`` is a file, or a non-empty folder that this library did not write (no
-            :data:`MARKER`) and ``overwrite`` is false.
+            :data:`MARKER`) and ``overwrite`` is false; a remote scheme without an installed backend.
     """
+    from safegene_jax.core import storage
     from safegene_jax.core.errors import ConfigError
 
-    dest = pathlib.Path(dest)
+    if storage.is_remote(dest):
+        return storage.check_remote_destination(dest, overwrite=overwrite, what=what)
+    dest = storage.local_path(dest)
     if dest.is_file() or (dest.exists() and not dest.is_dir()):
         raise ConfigError(f"{what} {dest} is a file; give a folder path (the file is left as it is)")
     if dest.is_dir() and not overwrite and any(dest.iterdir()) and not (dest / MARKER).is_file():
@@ -182,9 +191,15 @@ def check_file_destination(
         ...
         safegene_jax.core.errors.ConfigError: --out ... is a folder; give a file path (the folder is left as it is)
     """
+    from safegene_jax.core import storage
     from safegene_jax.core.errors import ConfigError
 
-    dest = pathlib.Path(dest)
+    if storage.is_remote(dest):
+        target = storage.remote(dest, what)
+        if target.is_dir():
+            raise ConfigError(f"{what} {dest} is a folder; give a file path (the folder is left as it is)")
+        return target
+    dest = storage.local_path(dest)
     if dest.is_dir():
         raise ConfigError(f"{what} {dest} is a folder; give a file path (the folder is left as it is)")
     if dest.exists() and ours is not None and not overwrite and not ours(dest):
@@ -224,6 +239,10 @@ def write_folder(dest: str | os.PathLike, fill, *, overwrite: bool = False, what
     calls ``fill(tmp)`` on a new sibling folder, and swaps it into place; the previous ``dest`` stays intact
     until the new one is complete, and nothing is left behind if ``fill`` fails.
 
+    A remote ``dest`` is filled in a local temporary folder and published
+    (:func:`safegene_jax.core.storage.publish_folder`). With several processes, process 0 alone fills and
+    writes; the others check ``dest`` too and wait for it.
+
     Example:
         >>> import tempfile
         >>> root = pathlib.Path(tempfile.mkdtemp())
@@ -232,21 +251,39 @@ def write_folder(dest: str | os.PathLike, fill, *, overwrite: bool = False, what
         (['.safegene', 'a.txt'], ['m'])
     """
     import shutil
+    import tempfile
+
+    from safegene_jax.core import storage
 
     dest = check_destination(dest, overwrite=overwrite, what=what)
-    recover(dest)
-    tmp = temp_sibling(dest)
+    if not storage.is_writer(dest):
+        storage.barrier(f"write_folder {dest}")
+        return dest
     try:
-        fill(tmp)
-        return swap_into_place(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        if storage.is_remote(dest):
+            tmp = pathlib.Path(tempfile.mkdtemp(prefix=".safegene-upload-"))
+            try:
+                fill(tmp)
+                (tmp / MARKER).write_text(_MARKER_TEXT)
+                return storage.publish_folder(tmp, dest, overwrite=True, what=what)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        recover(dest)
+        tmp = temp_sibling(dest)
+        try:
+            fill(tmp)
+            return swap_into_place(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        storage.barrier(f"write_folder {dest}")
 
 
 def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
     """Writes ``text`` (UTF-8) beside ``path`` and renames it into place: a killed write leaves the previous
-    file whole. Creates the parent folder; the file gets the usual mode. Returns the path.
+    file whole. Creates the parent folder; the file gets the usual mode. Returns the path. A remote ``path``
+    is uploaded in one piece; with several processes, process 0 alone writes.
 
     Example:
         >>> import tempfile
@@ -255,7 +292,19 @@ def write_text(path: str | os.PathLike, text: str) -> pathlib.Path:
     """
     import tempfile
 
-    path = pathlib.Path(path)
+    from safegene_jax.core import storage
+
+    if not storage.is_writer(path):
+        return storage.remote(path) if storage.is_remote(path) else storage.local_path(path)
+    if storage.is_remote(path):
+        fd, tmp = tempfile.mkstemp(suffix=".txt")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+                f.write(text)
+            return storage.publish_file(tmp, path)
+        finally:
+            os.unlink(tmp)
+    path = storage.local_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

@@ -62,10 +62,14 @@ def _save(fig, path: str | os.PathLike | None):
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> pathlib.Path:
-    """Writes ``fig`` as a PNG at ``path`` (parents created); returns the path."""
+    """Writes ``fig`` as a PNG at ``path`` (parents created; with several processes, by process 0 alone);
+    returns the path."""
+    from safegene_jax.core.storage import is_writer
+
     path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    if is_writer(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi)
     return path
 
 

@@ -51,12 +51,12 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from safegene_jax.core.errors import ConfigError, NonFiniteError, TokenizerError
 from safegene_jax.core.files import usual_modes
+from safegene_jax.core.host import to_host
 from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.models.config import (
     GEMMA3_DEFAULTS,
@@ -580,7 +580,7 @@ def plan_tensors(params: Any, config: LlamaConfig, arch: str) -> list[tuple[str,
         shape = tuple(leaf.shape[::-1]) if transpose else tuple(leaf.shape)
 
         def read(leaf=leaf, transpose=transpose, heads=heads, fold=fold):
-            w = np.asarray(jax.device_get(leaf), dtype=np.float32)
+            w = to_host(leaf).astype(np.float32)
             w = w.T if transpose else w
             if fold:
                 return w + _GEMMA3_NORM_OFFSET

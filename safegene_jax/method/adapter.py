@@ -28,6 +28,7 @@ import numpy as np
 
 from safegene_jax._version import __version__
 from safegene_jax.core.errors import CheckpointError, IncompatibleAdapterError
+from safegene_jax.core.host import to_host
 from safegene_jax.core.layers import layout
 from safegene_jax.core.lowrank import LowRank, low_rank
 from safegene_jax.core.paths import flatten_with_paths
@@ -88,7 +89,7 @@ def data_hash(*batches: dict) -> str:
 
 
 def _digest(x: Any) -> str:
-    a = np.ascontiguousarray(np.asarray(jax.device_get(x)))
+    a = np.ascontiguousarray(to_host(x))
     return hashlib.sha256(f"{a.dtype.str}{a.shape}".encode() + a.tobytes()).hexdigest()[:32]
 
 

@@ -130,6 +130,7 @@ def score_layers(
     method: str = "auto",
     hybrid_k: int = 10,
     utility_weight: float = 0.0,
+    progress: str | None = None,
 ) -> LayerScores:
     """Scores candidates of per-layer coefficients in one jitted, chunk-vmapped evaluation.
 
@@ -149,6 +150,9 @@ def score_layers(
             ``'prefix'`` raises :class:`SafeGeneError` saying why when it does not apply.
         hybrid_k: how many candidates ``'hybrid'`` scores exactly, the best by the linear scores.
         utility_weight: how ``'hybrid'`` ranks the linear scores (``gain - utility_weight * cost``).
+        progress: a label for a progress bar that advances as the jitted computation goes (candidates, and the
+            prefix method's layers), through host callbacks; none without. JAX keeps programs with host
+            callbacks out of its persistent compilation cache, so a run with a bar compiles scoring anew.
     """
     vec = as_vector(vector)
     assert_finite(vec)
@@ -188,6 +192,7 @@ def score_layers(
             chunk_size=chunk_size,
             layer_map=layer_map,
             mesh=mesh,
+            progress=progress,
         )
         gains, costs = linear.safety_gain.copy(), linear.utility_cost.copy()
         gains[order], costs[order] = exact.safety_gain, exact.utility_cost
@@ -214,8 +219,41 @@ def score_layers(
         vec = {p: jax.device_put(v, by_path[p]) for p, v in vec.items()}
 
     if plan is not None:
-        gains, costs, ref_h = _score_prefix(apply, params, vec, cands, *plan, harmful, benign, chunk_size)
+        starts = plan[0]
+        with _Ticker(progress, 2 * cands.shape[1] + int((starts >= 0).sum()), "layer") as tick:
+            gains, costs, ref_h = _score_prefix(apply, params, vec, cands, *plan, harmful, benign, chunk_size, tick)
         return LayerScores(gains, costs, cands, ref_h, "prefix")
+    with _Ticker(progress, len(cands), "candidate") as tick:
+        return _score_patch(apply, params, vec, cands, harmful, benign, chunk_size, layer_map, tick)
+
+
+class _Ticker:
+    """A progress bar advanced from inside jitted code: ``tick(x)`` inside the program calls back to the host
+    when ``x`` is computed (a no-op without a label)."""
+
+    def __init__(self, label: str | None, total: int, unit: str):
+        self.label, self.total, self.unit, self.bar = label, total, unit, None
+
+    def __enter__(self):
+        if not self.label:
+            return lambda x: None
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.total, desc=self.label, unit=self.unit, leave=False)
+
+        def advance(*_):
+            if self.bar.n < self.total:
+                self.bar.update(1)
+
+        return lambda x: jax.debug.callback(advance, x)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _score_patch(apply, params, vec, cands, harmful, benign, chunk_size, layer_map, tick) -> LayerScores:
+    """The patch method: every candidate's coefficients added to the params, both probe batches run again."""
 
     @jax.jit
     def run(params, vec, cands, harmful, benign):
@@ -226,6 +264,7 @@ def score_layers(
             patched = apply_vector(params, vec, c, layer_map=layer_map, check_finite=False)
             gain = mean_loglik(apply(patched, harmful["tokens"], harmful["attention_mask"]), harmful) - ref_h
             cost = mean_kl(ref_logp, apply(patched, benign["tokens"], benign["attention_mask"]), benign)
+            tick(cost)
             return gain, cost
 
         gains, costs = jax.lax.map(one, cands, batch_size=chunk_size)
@@ -276,7 +315,7 @@ def _prefix_plan(apply: Any, params: Any, vec: dict, cands: np.ndarray, layer_ma
     return (np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), -1), layer_paths), ""
 
 
-def _score_prefix(apply, params, vec, cands, starts, layer_paths, harmful, benign, chunk):
+def _score_prefix(apply, params, vec, cands, starts, layer_paths, harmful, benign, chunk, tick=lambda x: None):
     """The prefix method (see the module docstring): gains, costs and the reference refusal log-likelihood."""
     num_layers = cands.shape[1]
     order = np.argsort(np.where(starts < 0, num_layers, starts), kind="stable")  # streams by start layer
@@ -303,6 +342,7 @@ def _score_prefix(apply, params, vec, cands, starts, layer_paths, harmful, benig
             streams = jax.lax.map(lambda h, i=layer: apply.layer(params, i, h, ctx), streams, batch_size=chunk)
             if new is not None:
                 streams = jnp.concatenate([streams, new])
+            tick(streams[0, 0, 0, 0])
         hidden = streams[:, where[0], where[1]]
         return hidden[0], hidden[1:]
 
@@ -323,6 +363,7 @@ def _score_prefix(apply, params, vec, cands, starts, layer_paths, harmful, benig
             h, b = pair
             logp = jax.nn.log_softmax(apply.head(params, b), axis=-1)
             cost = jnp.mean(jnp.sum(jnp.exp(ref_logp) * (ref_logp - logp), axis=-1))
+            tick(cost)
             return loglik(params, h, targets) - ref_h, cost
 
         gains, costs = jax.lax.map(one, (h_streams, b_streams))  # one at a time: (N, vocab) logits each

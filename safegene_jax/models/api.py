@@ -149,11 +149,19 @@ def resolve_model(name_or_path: str | os.PathLike) -> tuple[str, str]:
 
     ``org/name`` is a Hub id only when ``org`` is not a local path: ``runs/alinged`` beside a ``runs/`` folder is a
     mistyped local folder, refused (:class:`ModelNotFoundError` listing what ``runs/`` holds) rather than downloaded.
+    A remote folder or file (``gs://...``) is read from its local copy (:func:`safegene_jax.core.storage.local_copy`).
     """
-    text = str(name_or_path)
+    from safegene_jax.core import storage
+
+    text = os.fspath(name_or_path) if isinstance(name_or_path, os.PathLike) else str(name_or_path)
     if text.lower() in EMBEDDED_MODELS:
         return "gguf", str(embedded_gguf_path(text.lower()))
-    path = pathlib.Path(text).expanduser()
+    if storage.is_remote(text):
+        try:
+            text = str(storage.local_copy(text, "model"))
+        except FileNotFoundError as e:
+            raise ModelNotFoundError(str(e)) from None
+    path = storage.local_path(text)
     if path.is_file():
         if path.suffix.lower() != ".gguf":
             raise ModelNotFoundError(f"{path} is a file but not a .gguf; pass a GGUF file or a Hugging Face folder")

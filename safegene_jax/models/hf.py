@@ -22,7 +22,6 @@ import os
 import pathlib
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -31,6 +30,7 @@ from safetensors.numpy import save_file
 
 from safegene_jax.core.errors import CheckpointError, ConfigError
 from safegene_jax.core.files import check_destination, write_folder
+from safegene_jax.core.host import to_host
 from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.models.config import LlamaConfig
 from safegene_jax.models.loading import SourceTensor, build_model, nnx_to_hf_name
@@ -178,7 +178,7 @@ def hf_state_dict(params: Any, dtype: Any = None) -> dict[str, np.ndarray]:
     out = {}
     for path, leaf in zip(paths, leaves):
         name, transpose = nnx_to_hf_name(path)
-        arr = np.asarray(jax.device_get(leaf))
+        arr = to_host(leaf)
         if dtype is not None:
             arr = arr.astype(jnp.dtype(dtype))
         out[name] = np.ascontiguousarray(arr.T if transpose else arr)

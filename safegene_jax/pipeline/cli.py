@@ -160,11 +160,24 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_export_gguf(args: argparse.Namespace) -> int:
     """Loads MODEL and writes it as one GGUF file (llama.cpp, Ollama): F32, F16 or Q8_0, tokenizer and chat
     template in its metadata."""
+    from safegene_jax.core import storage
     from safegene_jax.interop import export_gguf
     from safegene_jax.interop.gguf_export import check_destination, gguf_type_name
     from safegene_jax.models import load_model
 
-    gguf_type_name(args.type), check_destination(args.out, args.overwrite)  # before the model loads
+    gguf_type_name(args.type)
+    if storage.is_remote(args.out):  # written here, then uploaded whole
+        import tempfile
+
+        check_file_destination(args.out, what="--out")
+        lm = load_model(args.model)
+        with tempfile.TemporaryDirectory(prefix=".safegene-upload-") as tmp:
+            local = export_gguf(lm, pathlib.Path(tmp) / pathlib.PurePosixPath(args.out).name, dtype=args.type)
+            size = local.stat().st_size
+            out = storage.publish_file(local, args.out, what="--out")
+        print(f"wrote {out} ({args.type}, {size / 1e6:.1f} MB)")
+        return 0
+    check_destination(args.out, args.overwrite)  # before the model loads
     lm = load_model(args.model)
     out = export_gguf(lm, args.out, dtype=args.type, overwrite=args.overwrite)
     print(f"wrote {out} ({args.type}, {out.stat().st_size / 1e6:.1f} MB)")
@@ -551,11 +564,20 @@ def cmd_select(args: argparse.Namespace) -> int:
         check_file_destination(args.plot, what="--plot")
     _check_data(pairs=list(cfg.select.harmful_sets) + list(cfg.select.benign_sets))
     aligned, degraded = load_model(args.aligned), load_model(args.degraded)
-    adapter = jobs.build_adapter(aligned, degraded, cfg, mesh=jobs.run_mesh(cfg))
+    adapter = jobs.build_adapter(aligned, degraded, cfg, mesh=jobs.run_mesh(cfg), progress=True)
     adapter.save(args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}: {adapter.summary()}")
     if args.plot:
-        plot_layer_scores(adapter.scores, args.plot, selected=adapter.layers)
+        from safegene_jax.core import storage
+
+        if storage.is_remote(args.plot):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix=".safegene-upload-") as tmp:
+                plot_layer_scores(adapter.scores, pathlib.Path(tmp) / "scores.png", selected=adapter.layers)
+                storage.publish_file(pathlib.Path(tmp) / "scores.png", args.plot, what="--plot")
+        else:
+            plot_layer_scores(adapter.scores, args.plot, selected=adapter.layers)
         print(f"wrote {args.plot}")
     return 0
 
@@ -575,9 +597,7 @@ def cmd_recalibrate(args: argparse.Namespace) -> int:
     adapter = _load_adapter(args.adapter)
     lm = load_model(args.model)
     rec = jobs.recalibrate_model(lm, adapter, cfg, args.task)
-    out = pathlib.Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text(out, json.dumps(jobs.coefficients_record(rec), indent=2))
+    out = write_text(args.out, json.dumps(jobs.coefficients_record(rec), indent=2))
     print(f"wrote {out}: alpha {[round(float(a), 4) for a in rec.alpha.ravel()]} for layers {rec.layers}")
     return 0
 
@@ -618,8 +638,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rows = {t: {**result, "utility": result["utility"][t]} for t in tasks} or {args.model: {**result, "utility": None}}
     print(markdown_table(rows))
     if args.out:
-        path = pathlib.Path(f"{args.out}.json")
-        write_text(path, json.dumps(result, indent=2))
+        path = write_text(f"{args.out}.json", json.dumps(result, indent=2))
         print(f"wrote {path} and the responses beside it")
     return 0
 
@@ -852,6 +871,7 @@ def main(argv=None) -> int:
             from safegene_jax.core.files import check_destination
 
             check_destination(args.out, overwrite=args.overwrite, what="output")
+        _local_inputs(args)
         return args.func(args)
     except (SafeGeneError, OSError) as e:  # the input's fault (or the disk's): one line, not a traceback
         message = " ".join(str(e).split())
@@ -859,6 +879,29 @@ def main(argv=None) -> int:
             message = message.replace("pass check_finite=False to allow them", "pass --allow-nonfinite to go on")
         print(f"safegene {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+INPUTS = ("model", "aligned", "degraded", "adapter", "coeffs", "folder")
+"""The options that name files or folders to read: a remote one (``gs://...``) is read from a local copy."""
+
+
+def _local_inputs(args: argparse.Namespace) -> None:
+    """Replaces every remote input of ``args`` by its local copy (:func:`safegene_jax.core.storage.local_copy`);
+    a remote output's scheme is checked first, so a missing backend fails before anything is fetched."""
+    from safegene_jax.core import storage
+
+    names = [n for n in INPUTS if isinstance(getattr(args, n, None), str)]
+    if args.command == "merge":
+        names.append("task")  # merge's --task is a model folder (other commands' --task is a task name)
+    storage.check_scheme(getattr(args, "out", None) or "", "--out")
+    for name in names:
+        value = getattr(args, name)
+        if storage.is_remote(value):
+            storage.check_scheme(value, f"--{name.replace('_', '-')}")
+    for name in names:
+        value = getattr(args, name)
+        if storage.is_remote(value):
+            setattr(args, name, str(storage.local_copy(value, f"--{name.replace('_', '-')}")))
 
 
 def run() -> None:

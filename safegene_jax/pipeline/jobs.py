@@ -281,9 +281,12 @@ def fewshot_batches(tokenizer: Any, cfg: PipelineConfig, model: TaskModel, answe
 # ---- the method --------------------------------------------------------------------------------------
 
 
-def build_adapter(aligned: Any, degraded: Any, cfg: PipelineConfig, *, mesh: Any = None, layers: Any = None) -> Any:
+def build_adapter(
+    aligned: Any, degraded: Any, cfg: PipelineConfig, *, mesh: Any = None, layers: Any = None, progress: bool = False
+) -> Any:
     """Extract, score every layer on the degraded model, keep the ``top_k`` best: the safety adapter. With
-    ``layers`` given, the adapter keeps those (no scoring): the ablations' adapters."""
+    ``layers`` given, the adapter keeps those (no scoring): the ablations' adapters. ``progress``: a progress
+    bar over the scoring."""
     from safegene_jax.core.transforms import safety_vector
     from safegene_jax.method.adapter import SafetyAdapter, data_hash
     from safegene_jax.method.selection import score_layers, select
@@ -319,6 +322,7 @@ def build_adapter(aligned: Any, degraded: Any, cfg: PipelineConfig, *, mesh: Any
         method=s.method,
         hybrid_k=s.hybrid_k,
         utility_weight=s.utility_weight,
+        progress="score layers" if progress else None,
     )
     chosen = select(scores, top_k=s.top_k, utility_weight=s.utility_weight)
     return SafetyAdapter.build(

@@ -32,7 +32,9 @@ def check_available(enabled: bool) -> None:
 def scalar_writer(root: pathlib.Path, name: str, enabled: bool) -> Iterator[Callable[[dict, int], None] | None]:
     """``log(record, step)`` writing every number of ``record`` as a scalar of run ``name`` (``None`` when
     disabled); the file is closed on exit."""
-    if not enabled:
+    from safegene_jax.core.storage import is_writer
+
+    if not enabled or not is_writer(root):  # several processes: process 0 alone writes the events
         yield None
         return
     from tensorboardX import SummaryWriter

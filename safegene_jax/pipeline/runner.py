@@ -67,10 +67,13 @@ class Run:
     jitted train steps its training stages share. The stage table's work functions act on it."""
 
     def __init__(self, cfg: PipelineConfig, echo: Callable[[str], None], progress: bool):
+        from safegene_jax.core import storage
         from safegene_jax.train.steps import CompiledSteps
 
         self.cfg, self.echo, self.progress = cfg, echo, progress
-        self.root = pathlib.Path(cfg.out_dir)
+        # a remote out_dir (gs://...) is worked on in a local mirror, pushed after every stage and checkpoint
+        self.mirror = storage.Mirror(cfg.out_dir) if storage.is_remote(cfg.out_dir) else None
+        self.root = self.mirror.local if self.mirror is not None else storage.local_path(cfg.out_dir)
         self.memo: dict[str, Any] = {}
         self.compiled = CompiledSteps()
         self.current: Planned | None = None  # the stage being executed
@@ -122,6 +125,17 @@ class Run:
         if not ckpt.exists() and log.exists():
             log.unlink()  # a fresh run of this stage: the old metrics belong to another key
         lm = self.model(source)
+        pushed: set[str] = set()
+
+        def on_step(record: dict) -> None:
+            if board:
+                board(record, record["step"])
+            if self.mirror is not None and ckpt.is_dir():  # a finished checkpoint goes to the bucket at once
+                done = {p.name for p in ckpt.iterdir() if p.name.isdigit()}
+                if done - pushed:
+                    self.mirror.push()
+                    pushed.update(done)
+
         with scalar_writer(self.root, out, self.cfg.tensorboard) as board:
             result = fn(
                 lm,
@@ -132,7 +146,7 @@ class Run:
                 log_path=str(log),
                 progress=self.progress,
                 compiled=self.compiled,
-                on_step=(lambda record: board(record, record["step"])) if board else None,
+                on_step=on_step if (board or self.mirror is not None) else None,
             )
         # its source is its own folder (the adapter and cards record it), not the model it was trained from
         trained = dataclasses.replace(with_params(lm, result.params), source=str(self.model_dir(out)))
@@ -276,6 +290,8 @@ class Run:
         if version is not None:
             new["version"] = version
         write_json(self._record_path(planned.name), new)
+        if self.mirror is not None:
+            self.mirror.push()  # the stage's outputs, then its record
         self.echo(f"[{position}] {planned.name}: done in {seconds:.1f} s")
         return StageRecord(planned.name, planned.key, "refreshed" if refresh else "ran", seconds)
 
@@ -357,6 +373,11 @@ def run_pipeline(
     from safegene_jax.runtime.compile_cache import enable
 
     run = Run(cfg, echo, progress)
+    if run.mirror is not None:  # the bucket's folder is a run's (or new), then its files come down
+        from safegene_jax.core.storage import check_remote_destination
+
+        check_remote_destination(cfg.out_dir, what="out_dir")
+        echo(f"out_dir {cfg.out_dir}: working in {run.mirror.pull()}")
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"out_dir: {run.root} exists and is not a folder")
     check_run_folder(run.root)
@@ -375,6 +396,9 @@ def run_pipeline(
         echo(f"\n{len(todo)} stage(s) done; the report waits for every evaluation")
         return PipelineResult({}, "", records, run.root)
     results, table = report(run.root, cfg, evals)
+    shown = cfg.out_dir.rstrip("/") if run.mirror is not None else str(run.root)
+    if run.mirror is not None:
+        run.mirror.push()  # the report, the plots and the cards it rewrote
     echo("\n" + table)
-    echo(f"\nreport: {run.root / 'report.md'}; plots: {run.root / 'plots'}")
+    echo(f"\nreport: {shown}/report.md; plots: {shown}/plots")
     return PipelineResult(results, table, records, run.root)

@@ -212,7 +212,9 @@ def _degrade(run: Run) -> dict:
 
 
 def _adapter(run: Run) -> dict:
-    adapter = jobs.build_adapter(run.model("aligned"), run.model("degraded"), run.cfg, mesh=run.mesh)
+    adapter = jobs.build_adapter(
+        run.model("aligned"), run.model("degraded"), run.cfg, mesh=run.mesh, progress=run.progress
+    )
     adapter.save(run.root / "adapter", overwrite=True)  # atomic, replacing the run's older one
     run.plot("layer_scores", adapter.scores, selected=adapter.layers)
     if adapter.scores is not None:

@@ -36,13 +36,22 @@ def save_tree(path: str | os.PathLike, tree: Any, metadata: dict | None = None, 
     """Saves one pytree (and JSON metadata) as an Orbax checkpoint, atomically: written beside ``path`` and
     swapped into place, so the previous checkpoint stays whole until the new one is complete (a killed save
     leaves it, and the next save cleans the leftovers). A folder this library did not write is refused unless
-    ``overwrite``; a file at ``path`` always is."""
+    ``overwrite``; a file at ``path`` always is. A remote ``path`` (``gs://...``) is saved locally and uploaded
+    (:func:`safegene_jax.core.storage.publish_folder`)."""
+    from safegene_jax.core import storage
+
+    if storage.is_remote(path):
+        _save_remote(path, tree, metadata, overwrite)
+        return
     import orbax.checkpoint as ocp
 
     from safegene_jax.core.files import check_destination, recover, swap_into_place
 
     path = check_destination(pathlib.Path(path).absolute(), overwrite=overwrite, what="checkpoint destination")
-    recover(path)
+    writer = storage.is_writer(path)  # several processes: all save their shards, process 0 moves the folder
+    if writer:
+        recover(path)
+    storage.barrier(f"save_tree {path} start")
     tmp = path.with_name(f".{path.name}.tmp-orbax")  # one name on every process (Orbax saves it together)
     try:
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
@@ -51,12 +60,35 @@ def save_tree(path: str | os.PathLike, tree: Any, metadata: dict | None = None, 
                 args=ocp.args.Composite(tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(metadata or {})),
                 force=True,
             )
-        swap_into_place(tmp, path)
+        if writer:
+            swap_into_place(tmp, path)
     except BaseException:
         import shutil
 
-        shutil.rmtree(tmp, ignore_errors=True)
+        if writer:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
+    storage.barrier(f"save_tree {path} done")
+
+
+def _save_remote(path: str, tree: Any, metadata: dict | None, overwrite: bool) -> None:
+    """:func:`save_tree` to a remote folder: saved in a local temporary folder, then published
+    (:func:`safegene_jax.core.storage.publish_folder`). One process only: a multi-process run saves into its
+    ``out_dir`` (a mirror, pushed by process 0) or a shared folder."""
+    import tempfile
+
+    from safegene_jax.core import storage
+    from safegene_jax.core.errors import ConfigError
+
+    storage.check_remote_destination(path, overwrite=overwrite, what="checkpoint destination")
+    if jax.process_count() > 1:
+        raise ConfigError(
+            f"checkpoint destination {path}: a remote save from several processes is not supported; save into the "
+            "run's out_dir or a folder every host shares"
+        )
+    with tempfile.TemporaryDirectory(prefix=".safegene-upload-") as tmp:
+        save_tree(pathlib.Path(tmp) / "tree-save", tree, metadata)
+        storage.publish_folder(pathlib.Path(tmp) / "tree-save", path, overwrite=True, what="checkpoint destination")
 
 
 ABANDONED_READS = False
@@ -88,10 +120,31 @@ def _quiet_abandoned_reads() -> None:
     sys.unraisablehook = hook
 
 
+def _replicated_target(ocp: Any, path: pathlib.Path) -> Any:
+    """The saved tree's shapes and dtypes, replicated over every device of every process: a checkpoint saved
+    by one process records one device's sharding, which a multi-process run cannot use as it is."""
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    everywhere = NamedSharding(Mesh(np.array(jax.devices()), ("all",)), P())
+    saved = ocp.StandardCheckpointHandler().metadata(path / "tree")
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=everywhere), getattr(saved, "tree", saved)
+    )
+
+
 def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = None) -> tuple[Any, dict]:
     """``(tree, metadata)`` from :func:`save_tree`; with ``target``/``shardings`` it lands on those shardings."""
     import orbax.checkpoint as ocp
 
+    from safegene_jax.core import storage
+
+    if storage.is_remote(path):
+        try:
+            path = storage.local_copy(path, "checkpoint")
+        except FileNotFoundError:
+            raise CheckpointNotFoundError(f"no checkpoint at {path}") from None
     path = pathlib.Path(path).absolute()
     if not path.exists():
         raise CheckpointNotFoundError(f"no checkpoint at {path}")
@@ -101,6 +154,8 @@ def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = N
         raise CheckpointError(f"{path} is not a checkpoint of safegene_jax (no tree/ folder in it)")
     try:
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
+            if target is None and jax.process_count() > 1:
+                target, shardings = _replicated_target(ocp, path), None
             tree_args = ocp.args.StandardRestore(abstract_like(target, shardings) if target is not None else None)
             restored = ckpt.restore(path, args=ocp.args.Composite(tree=tree_args, meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001 - whatever the storage layer raises on damaged files

@@ -19,7 +19,8 @@ class RunCheckpoints:
     """A training run's checkpoints: ``save(step, state, meta)`` every ``every`` steps, the last ``keep`` kept.
 
     Args:
-        directory: where the run's checkpoints live.
+        directory: where the run's checkpoints live (a local folder, or ``gs://...``: Orbax writes there itself,
+            every process taking part).
         every: save interval in steps (``save`` of other steps is a no-op unless ``force``).
         keep: how many recent checkpoints to keep.
         async_save: write in the background (``wait()`` or ``close()`` blocks until done).
@@ -28,7 +29,14 @@ class RunCheckpoints:
     def __init__(self, directory: str | os.PathLike, every: int = 100, keep: int = 2, async_save: bool = True):
         if every < 1 or keep < 1:
             raise TrainingError(f"every and keep must be >= 1, got every={every}, keep={keep}")
-        self.directory = pathlib.Path(directory).absolute()
+        from safegene_jax.core import storage
+
+        # a remote directory (gs://...) goes to Orbax as an epath: Orbax reads and writes it itself
+        self.directory = (
+            storage.remote(directory, "checkpoint_dir")
+            if storage.is_remote(directory)
+            else (pathlib.Path(directory).absolute())
+        )
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=every, max_to_keep=keep, enable_async_checkpointing=async_save
         )

@@ -146,10 +146,14 @@ def _keep_steps_up_to(path: str, step: int) -> None:
 
 
 class _Log:
-    """Per-step records: appended to a JSON-lines file (keeping, after a resume, only the steps before it) and
-    shown on a progress bar."""
+    """Per-step records: appended to a JSON-lines file (keeping, after a resume, only the steps before it; by
+    process 0 alone when there are several) and shown on a progress bar."""
 
     def __init__(self, path: str | None, progress: bool, total: int, start: int):
+        from safegene_jax.core.storage import is_writer
+
+        if path and not is_writer(path):
+            path = None  # several processes: process 0 alone keeps the log
         if path:
             _keep_steps_up_to(path, start)  # a resumed run goes on from its checkpoint's step, never repeats one
         self.file = open(path, "a") if path else None  # noqa: SIM115 - closed in close()
