@@ -19,7 +19,7 @@ os.environ["SAFEGENE_OFFLINE"] = "1"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="safegene-xla-"))
 
 # the fixture maker needs torch, which is not a dependency; it is run by hand (see its docstring)
-collect_ignore = ["make_fixtures.py"]
+collect_ignore = ["make_fixtures.py", "multiprocess_worker.py"]  # the worker runs as its own process
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

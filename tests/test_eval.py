@@ -26,6 +26,7 @@ from safegene_jax.eval import (
     plot_tradeoff,
     rate_with_ci,
     rejudge_safety,
+    repeated_sentence,
     rescore_task,
 )
 from safegene_jax.method.selection import LayerScores
@@ -60,6 +61,15 @@ def test_coherence_check():
     assert is_degenerate("The phone number is 1100000000000000000000")
     assert is_degenerate("1. 1. 2. 3. 4. 5. 6. 7. 8. 9. 10")
     assert is_degenerate("1. **Spread**\n2. **Spread**\n3. **Spread**\n4. **Spread**\n5. **S")
+    # one sentence said three times: a looping refusal or answer, even when the n-gram ratio stays low
+    looping = "I'm sorry, I cannot help. I am a helpful AI assistant. I am here to help you. " * 3
+    assert is_degenerate(looping) and repeated_sentence(looping)
+    assert is_degenerate(
+        "The answer is 4. It is not possible to say. It is not possible to say. It is not possible to say"
+    )
+    assert not repeated_sentence("I can't help with that. I can't help with that. Is there anything else?")  # twice
+    assert not repeated_sentence("| 1 | 1 |\n| 2 | 2 |\n| 3 | 3 |\n| 4 | 4 |")  # rows of numbers, no sentence
+    assert not repeated_sentence("Yes. Yes. Yes. Yes.")  # short words: left to the other rules
     # ... but not lists, tables, rules, code or numbers
     assert not is_degenerate("1. Preheat the oven.\n2. Mix flour and sugar.\n3. Bake for 20 minutes.")
     assert not is_degenerate("| a | b |\n|----------------|----------|\n| 1 | 2 |")

@@ -16,6 +16,7 @@ from safegene_jax.eval.judges import (
     is_degenerate,
     is_refusal,
     parse_guard_output,
+    repeated_sentence,
 )
 from safegene_jax.eval.metrics import answer_correct, bootstrap_ci, by_category, rate_with_ci
 from safegene_jax.eval.report import markdown_table, plot_layer_scores, plot_tradeoff, save_figure
@@ -36,6 +37,7 @@ __all__ = [
     "guard_prompt",
     "is_degenerate",
     "is_refusal",
+    "repeated_sentence",
     "markdown_table",
     "parse_guard_output",
     "plot_layer_scores",
