@@ -281,19 +281,34 @@ class Run:
         else:
             info = stage.work(self, **planned.item) or {}
         seconds = time.perf_counter() - t0
+        peak = peak_rss_gib()
         new = {
             "key": planned.key,
             "seconds": record["seconds"] if refresh else seconds,
             "info": info,
             "outputs": fingerprint(planned.outputs),
         }
+        if not refresh:
+            new["peak_rss_gib"] = peak  # the process's peak so far: a stage run alone gives its own
         if version is not None:
             new["version"] = version
         write_json(self._record_path(planned.name), new)
         if self.mirror is not None:
             self.mirror.push()  # the stage's outputs, then its record
-        self.echo(f"[{position}] {planned.name}: done in {seconds:.1f} s")
+        self.echo(f"[{position}] {planned.name}: done in {seconds:.1f} s (peak RSS so far {peak:.2f} GiB)")
         return StageRecord(planned.name, planned.key, "refreshed" if refresh else "ran", seconds)
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far, in GiB (0.0 where the OS does not say)."""
+    try:
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return 0.0
+    return round(peak / (1024**3 if sys.platform == "darwin" else 1024**2), 3)  # bytes on macOS, KiB elsewhere
 
 
 def fingerprint(paths: tuple[pathlib.Path, ...]) -> str:
