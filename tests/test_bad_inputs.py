@@ -17,6 +17,7 @@ the fix in the reason; the mark goes once the fix is in.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import pathlib
@@ -1146,6 +1147,13 @@ for use in DEST_USES:
         lambda w, d, use=use, name=name: DEST_USES[use](_folder(name, {"data.csv": "1,2\n"})(w, d), w, d),
         name,
     )
+# remote destinations whose scheme has no backend here (gs:// works through a test backend: test_storage.py)
+for use in DEST_USES:
+    case(f"dest-unknown-scheme-{use}", lambda w, d, use=use: DEST_USES[use]("ftp://host/out", w, d), "ftp://")
+    if importlib.util.find_spec("s3fs") is None:
+        case(f"dest-s3-without-s3fs-{use}", lambda w, d, use=use: DEST_USES[use]("s3://bucket/out", w, d), "s3fs")
+for use in MODEL_USES:
+    case(f"model-unknown-scheme-{use}", lambda w, d, use=use: MODEL_USES[use]("ftp://host/model", w, d), "ftp://")
 for use in ("export", "extract", "apply", "align", "export-peft"):
     case(
         f"dest-under-a-file-{use}",

@@ -21,12 +21,16 @@ class RunCheckpoints:
     Args:
         directory: where the run's checkpoints live (a local folder, or ``gs://...``: Orbax writes there itself,
             every process taking part).
-        every: save interval in steps (``save`` of other steps is a no-op unless ``force``).
+        every: save interval in steps: steps that are multiples of it are saved (``save`` of other steps is a
+            no-op unless ``force``; Orbax alone would also save the first step it is given).
         keep: how many recent checkpoints to keep.
-        async_save: write in the background (``wait()`` or ``close()`` blocks until done).
+        async_save: write in the background (``wait()`` or ``close()`` blocks until done). ``None`` (default):
+            in the background on accelerators, in the foreground on the CPU backend, where the background
+            save's copy of the state to host memory is a second copy of it (Gemma 3 270M's align stage:
+            16.3 GiB peak with background saves, 10.4 GiB without, in the same time).
     """
 
-    def __init__(self, directory: str | os.PathLike, every: int = 100, keep: int = 2, async_save: bool = True):
+    def __init__(self, directory: str | os.PathLike, every: int = 100, keep: int = 2, async_save: bool | None = None):
         if every < 1 or keep < 1:
             raise TrainingError(f"every and keep must be >= 1, got every={every}, keep={keep}")
         from safegene_jax.core import storage
@@ -37,12 +41,19 @@ class RunCheckpoints:
             if storage.is_remote(directory)
             else (pathlib.Path(directory).absolute())
         )
+        if async_save is None:
+            import jax
+
+            async_save = jax.default_backend() != "cpu"
+        self.every = every
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=every, max_to_keep=keep, enable_async_checkpointing=async_save
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, step: int, state: Any, meta: dict | None = None, force: bool = False) -> bool:
+        if not force and step % self.every:
+            return False
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta or {}))
         return self._manager.save(step, args=args, force=force)
 
