@@ -64,6 +64,31 @@ def test_stream_apply_casts_on_request(models, tmp_path):
     assert {a.dtype for _, a in iter_tensors(out)} == {np.dtype(np.float32)}
 
 
+def test_streaming_progress_bar_counts_every_byte_written(models, tmp_path, monkeypatch):
+    import tqdm.auto
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc, disable, **kw):
+            self.total, self.desc, self.disable, self.n, self.closed = total, desc, disable, 0, False
+            bars.append(self)
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    out = stream_apply(models["t16"], models["adapter"], tmp_path / "o", dtype="float32", progress="apply")
+    written = sum(a.nbytes for _, a in iter_tensors(out))
+    bar = bars[-1]
+    assert bar.desc == "apply" and bar.disable is None and bar.total == written == bar.n and bar.closed
+    stream_apply(models["t16"], models["adapter"], tmp_path / "quiet")
+    assert bars[-1].disable is True  # no label: no bar
+
+
 def test_stream_task_arithmetic_equals_the_in_memory_baseline(models, tmp_path, monkeypatch):
     from safegene_jax import safety_vector
     from safegene_jax.interop import streaming

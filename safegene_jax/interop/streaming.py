@@ -171,10 +171,14 @@ def read_rows(entry: Entry, lo: int, hi: int) -> np.ndarray:
 
 
 def _write_file(
-    path: pathlib.Path, plan: Sequence[tuple[Entry, str]], make: Callable[[Entry], Iterator[np.ndarray]]
+    path: pathlib.Path,
+    plan: Sequence[tuple[Entry, str]],
+    make: Callable[[Entry], Iterator[np.ndarray]],
+    advance: Callable[[int], Any] = lambda n: None,
 ) -> int:
     """Writes one safetensors file whose tensors are ``plan`` (entry, output dtype code), each made by
-    ``make(entry)`` (its blocks of rows, in order) only when its turn comes. Returns the bytes of tensor data."""
+    ``make(entry)`` (its blocks of rows, in order) only when its turn comes; ``advance(bytes)`` after each block.
+    Returns the bytes of tensor data."""
     header, offset = {}, 0
     for e, code in plan:
         n = int(np.prod(e.shape, dtype=np.int64)) * DTYPES[code].itemsize
@@ -194,6 +198,7 @@ def _write_file(
                     raise ValueError(f"{e.name}: made {arr.dtype}, expected {DTYPES[code]}")
                 f.write(arr.tobytes())
                 written += arr.size
+                advance(arr.nbytes)
             if written != int(np.prod(e.shape, dtype=np.int64)):  # pragma: no cover - a bug in the caller
                 raise ValueError(f"{e.name}: made {written} values, expected shape {e.shape}")
     return offset
@@ -207,11 +212,13 @@ def transform_folder(
     dtype: str | None = None,
     extra_files: dict[str, str] | None = None,
     overwrite: bool = False,
+    progress: str | None = None,
 ) -> pathlib.Path:
     """Writes a copy of the model folder ``src`` at ``dest`` with every tensor replaced, block of rows by block
     of rows, by ``fn(name, rows, lo, hi)`` (``rows``: the tensor's rows ``lo:hi``; the result has their shape and
     is cast back to the stored dtype, or to ``dtype`` for floating-point tensors); the other files (config,
-    tokenizer, ...) are copied, ``extra_files`` (``{name: text}``) added.
+    tokenizer, ...) are copied, ``extra_files`` (``{name: text}``) added. ``progress``: a label for a progress
+    bar over the bytes written (shown on a terminal only).
 
     Raises:
         CheckpointError: a damaged or unsafe source (see :func:`shard_files`, :func:`read_header`).
@@ -226,11 +233,24 @@ def transform_folder(
     index_path = src / INDEX
 
     def fill(tmp: pathlib.Path) -> None:
+        from tqdm.auto import tqdm
+
         weight_map, total = {}, 0
-        for file, entries in per_file.items():
-            plan = [(e, out_code if out_code and e.dtype in _FLOAT else e.dtype) for e in entries]
-            total += _write_file(tmp / file.name, plan, _maker(fn, dict((e.name, c) for e, c in plan)))
-            weight_map.update({e.name: file.name for e in entries})
+        plans = {
+            f: [(e, out_code if out_code and e.dtype in _FLOAT else e.dtype) for e in entries]
+            for f, entries in per_file.items()
+        }
+        size = sum(int(np.prod(e.shape, dtype=np.int64)) * DTYPES[c].itemsize for p in plans.values() for e, c in p)
+        bar = tqdm(
+            total=size, desc=progress, unit="B", unit_scale=True, leave=False, disable=None if progress else True
+        )
+        try:
+            for file, entries in per_file.items():
+                plan = plans[file]
+                total += _write_file(tmp / file.name, plan, _maker(fn, dict((e.name, c) for e, c in plan)), bar.update)
+                weight_map.update({e.name: file.name for e in entries})
+        finally:
+            bar.close()
         if index_path.exists():
             (tmp / INDEX).write_text(
                 json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
@@ -344,6 +364,7 @@ def stream_apply(
     check_finite: bool = True,
     extra_files: dict[str, str] | None = None,
     overwrite: bool = False,
+    progress: str | None = None,
 ) -> pathlib.Path:
     """``adapter.apply(task, coeffs)`` from the task model's folder to ``out``, one tensor at a time: the same
     values as the in-memory path (bit for bit), at the memory of one tensor plus its adapter part.
@@ -387,7 +408,9 @@ def stream_apply(
         d = current[name]
         return np.asarray(_combine(x, [np.ascontiguousarray(d[lo:hi] if d.ndim else d)], [np.float32(c)]))
 
-    return transform_folder(task_folder, out, fn, dtype=dtype, extra_files=extra_files, overwrite=overwrite)
+    return transform_folder(
+        task_folder, out, fn, dtype=dtype, extra_files=extra_files, overwrite=overwrite, progress=progress
+    )
 
 
 def stream_task_arithmetic(
@@ -399,6 +422,7 @@ def stream_task_arithmetic(
     coeff: float = 1.0,
     layers: Sequence[int] | None = None,
     overwrite: bool = False,
+    progress: str | None = None,
 ) -> pathlib.Path:
     """``task + coeff * (aligned - degraded)`` on the transformer-layer tensors (all, or ``layers``), disk to
     disk, three tensors in memory at a time; the rest is the task model's.
@@ -444,7 +468,7 @@ def stream_task_arithmetic(
         a, d = read_rows(aligned[name], lo, hi), read_rows(degraded[name], lo, hi)
         return np.asarray(_combine(x, [a.astype(np.float32) - d.astype(np.float32)], [np.float32(coeff)]))
 
-    return transform_folder(task_folder, out, fn, overwrite=overwrite)
+    return transform_folder(task_folder, out, fn, overwrite=overwrite, progress=progress)
 
 
 def _layer_of(name: str) -> int | None:

@@ -248,6 +248,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         coeff=args.coeff,
         layers=args.layers,
         overwrite=args.overwrite,
+        progress="merge",
     )
     print(f"wrote {out}: task + {args.coeff:g} * (aligned - degraded)")
     return 0
@@ -353,6 +354,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             check_finite=not args.allow_nonfinite,
             extra_files=extra,
             overwrite=args.overwrite,
+            progress="apply",
         )
     else:  # a GGUF file or a Hub model: loaded, patched in memory, exported
         lm = load_model(args.model)
