@@ -114,6 +114,7 @@ class Run:
     def train(self, out: str, source: str, fn: Callable, *args) -> dict:
         """Trains model ``out`` from model ``source`` with ``fn`` (a :mod:`.jobs` function), resumable from its
         checkpoints, then saves it as a HF folder."""
+        from safegene_jax.core.storage import barrier, is_writer
         from safegene_jax.models.api import with_params
         from safegene_jax.models.hf import export_hf
         from safegene_jax.pipeline.cards import card_for
@@ -122,7 +123,7 @@ class Run:
         ckpt = self.root / "ckpt" / f"{out}-{self.current.key}"  # a changed config never resumes another's run
         log = self.root / "logs" / f"{out}.jsonl"
         log.parent.mkdir(parents=True, exist_ok=True)
-        if not ckpt.exists() and log.exists():
+        if not ckpt.exists() and log.exists() and is_writer(log):
             log.unlink()  # a fresh run of this stage: the old metrics belong to another key
         lm = self.model(source)
         pushed: set[str] = set()
@@ -156,7 +157,9 @@ class Run:
         export_hf(trained.model, self.model_dir(out), tokenizer=lm.tokenizer, card=card, overwrite=True)  # its own
         self._evict(out)
         self.memo[out] = trained
-        shutil.rmtree(ckpt, ignore_errors=True)
+        if is_writer(ckpt):  # every process took part in the saves; one removes them
+            shutil.rmtree(ckpt, ignore_errors=True)
+        barrier(f"trained {out}")
         return info
 
     def adapter(self) -> Any:
