@@ -63,8 +63,9 @@ class PipelineResult:
 
 
 class Run:
-    """One pipeline run: its config and files, its models (loaded or trained once, kept in memory), and the
-    jitted train steps its training stages share. The stage table's work functions act on it."""
+    """One pipeline run: its config and files, its models (loaded or trained once, kept in memory, all but its
+    source dropped before a training stage), and the jitted train steps its training stages share. The stage
+    table's work functions act on it."""
 
     def __init__(self, cfg: PipelineConfig, echo: Callable[[str], None], progress: bool):
         from safegene_jax.core import storage
@@ -126,6 +127,8 @@ class Run:
         if not ckpt.exists() and log.exists() and is_writer(log):
             log.unlink()  # a fresh run of this stage: the old metrics belong to another key
         lm = self.model(source)
+        for name in [n for n in self.memo if n != source]:  # training needs the memory; the rest reloads on demand
+            del self.memo[name]
         pushed: set[str] = set()
 
         def on_step(record: dict) -> None:

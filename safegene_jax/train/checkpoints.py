@@ -26,8 +26,8 @@ class RunCheckpoints:
         keep: how many recent checkpoints to keep.
         async_save: write in the background (``wait()`` or ``close()`` blocks until done). ``None`` (default):
             in the background on accelerators, in the foreground on the CPU backend, where the background
-            save's copy of the state to host memory is a second copy of it (Gemma 3 270M's align stage:
-            16.3 GiB peak with background saves, 10.4 GiB without, in the same time).
+            save's copy of the state to host memory is a second copy of it (Gemma 3 270M's align stage, 22
+            steps: 16.3 GiB peak with background saves, 10.4 GiB without, in the same time).
     """
 
     def __init__(self, directory: str | os.PathLike, every: int = 100, keep: int = 2, async_save: bool | None = None):
@@ -41,15 +41,24 @@ class RunCheckpoints:
             if storage.is_remote(directory)
             else (pathlib.Path(directory).absolute())
         )
-        if async_save is None:
-            import jax
+        import jax
 
-            async_save = jax.default_backend() != "cpu"
+        on_cpu = jax.default_backend() == "cpu"
+        if async_save is None:
+            async_save = not on_cpu
         self.every = every
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=every, max_to_keep=keep, enable_async_checkpointing=async_save
         )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        # on the CPU backend at most 1 GB of the state is being written at a time (Orbax's default: 96 GB):
+        # Gemma 3 270M's align stage, 40 steps, 2 saves: 10.38 -> 9.49 GiB peak (9.14 without saves)
+        handler = ocp.StandardCheckpointHandler(save_concurrent_gb=1 if on_cpu else 96)
+        registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+        registry.add("state", ocp.args.StandardSave, handler)
+        registry.add("state", ocp.args.StandardRestore, handler)
+        registry.add("meta", ocp.args.JsonSave, ocp.JsonCheckpointHandler())
+        registry.add("meta", ocp.args.JsonRestore, ocp.JsonCheckpointHandler())
+        self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
 
     def save(self, step: int, state: Any, meta: dict | None = None, force: bool = False) -> bool:
         if not force and step % self.every:
