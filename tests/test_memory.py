@@ -42,3 +42,14 @@ def test_tpu_config_estimates_are_current(path):
     assert cfg.mesh.enabled and cfg.mesh.fsdp * cfg.mesh.tensor * cfg.mesh.data == devices
     hbm = {8: 16, 4: 32}[devices]
     assert max(v for k, v in estimate(LLAMA3_8B, cfg, devices).items() if k != "params_gib") < 0.8 * hbm
+
+
+def test_the_command_fixes_the_mmap_threshold(monkeypatch):
+    import sys
+
+    from safegene_jax.runtime.host_memory import release_freed_memory
+
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    assert release_freed_memory() is sys.platform.startswith("linux")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")  # glibc's own setting wins
+    assert release_freed_memory() is False

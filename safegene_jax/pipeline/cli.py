@@ -912,6 +912,9 @@ def run() -> None:
     reported as tracebacks by the interpreter's teardown."""
     import os
 
+    from safegene_jax.runtime.host_memory import release_freed_memory
+
+    release_freed_memory()  # freed model-sized buffers go back to the OS (see runtime/host_memory.py)
     code = main()
     from safegene_jax.store import trees
 
