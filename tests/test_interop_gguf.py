@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 from gguf.quants import dequantize, quantize
 from gguf_fixture import write_gemma3_gguf
-from tiny import tiny_lm
+from tiny import GEMMA_NORMS, tiny_lm
 from tokenizers import Regex, pre_tokenizers
 
 from safegene_jax.core.errors import ConfigError, NonFiniteError, SafeGeneError, TokenizerError
@@ -461,14 +461,6 @@ GEMMA_TEXTS = (
 # the Llama models'), the three GEMMA_TEXTS: F16 1.7e-3, BF16 1.8e-2, Q8_0 4.5e-2. Bounds leave a 3x margin; each
 # weight is also checked to load exactly as its own rounding.
 GEMMA_RELATIVE_TOLERANCE = {"F16": 6e-3, "BF16": 6e-2, "Q8_0": 0.15}
-GEMMA_NORMS = (
-    "input_layernorm",
-    "post_attention_layernorm",
-    "pre_feedforward_layernorm",
-    "post_feedforward_layernorm",
-    "self_attn.q_norm",
-    "self_attn.k_norm",
-)
 
 
 @pytest.fixture(scope="module")

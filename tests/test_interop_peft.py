@@ -6,7 +6,7 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-from tiny import tiny_model_folder
+from tiny import GEMMA_NORMS, tiny_model_folder
 
 from safegene_jax.core.errors import ConfigError, IncompatibleAdapterError
 from safegene_jax.core.lowrank import low_rank
@@ -307,15 +307,6 @@ def test_refuses_a_folder_that_is_not_an_export(tiny, tmp_path):
 
 
 # ---- Gemma 3 ---------------------------------------------------------------------------------------------------
-
-GEMMA_NORMS = (
-    "input_layernorm",
-    "post_attention_layernorm",
-    "pre_feedforward_layernorm",
-    "post_feedforward_layernorm",
-    "self_attn.q_norm",
-    "self_attn.k_norm",
-)
 
 
 @pytest.fixture(scope="module")

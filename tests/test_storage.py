@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -17,8 +18,8 @@ from safegene_jax.pipeline.cli import main
 
 def test_schemes():
     assert storage.scheme("gs://b/x") == "gs" and storage.scheme("runs/x") == ""
-    assert storage.is_remote("s3://b/k") and not storage.is_remote("/tmp/x") and not storage.is_remote("file:///x")
-    assert str(storage.local_path("file:///tmp/a")) == "/tmp/a"
+    assert storage.is_remote("s3://b/k") and not storage.is_remote("runs/x") and not storage.is_remote("file://runs/x")
+    assert storage.local_path("file://runs/a") == pathlib.Path("runs/a")
 
 
 def test_a_scheme_without_backend_is_named():

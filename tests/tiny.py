@@ -11,6 +11,16 @@ from safegene_jax.models import LlamaConfig, LlamaForCausalLM, export_hf, load_m
 
 TOKENIZER = pathlib.Path(__file__).parent / "fixtures" / "tokenizer"
 
+# the six RMSNorms of a Gemma 3 decoder block, by their Hugging Face names
+GEMMA_NORMS = (
+    "input_layernorm",
+    "post_attention_layernorm",
+    "pre_feedforward_layernorm",
+    "post_feedforward_layernorm",
+    "self_attn.q_norm",
+    "self_attn.k_norm",
+)
+
 
 def tiny_model_folder(folder: pathlib.Path, layers: int = 2, seed: int = 0) -> pathlib.Path:
     tok = AutoTokenizer.from_pretrained(str(TOKENIZER))

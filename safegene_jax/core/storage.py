@@ -15,10 +15,10 @@ before any work. With several processes (a multi-host run), process 0 alone writ
 (:func:`is_writer`) and the others wait for it (:func:`barrier`).
 
 Example:
-    >>> is_remote("gs://bucket/run"), is_remote("runs/demo"), is_remote("file:///tmp/x")
+    >>> is_remote("gs://bucket/run"), is_remote("runs/demo"), is_remote("file://runs/demo")
     (True, False, False)
-    >>> local_path("file:///tmp/x")
-    PosixPath('/tmp/x')
+    >>> local_path("file://runs/demo")
+    PosixPath('runs/demo')
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ import uuid
 from typing import Any
 
 from safegene_jax.core.errors import ConfigError
+from safegene_jax.core.files import MARKER as _MARKER
 
 BACKENDS = {"gs": ("gcs", "gcsfs"), "s3": ("s3", "s3fs"), "az": ("az", "adlfs"), "hf": ("hf", "huggingface_hub")}
 """The remote schemes ``etils.epath`` reads and writes, with the fsspec protocol and the package behind each."""
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_MARKER = ".safegene"  # the marker of folders this library wrote (core.files.MARKER; kept here to import one way)
 _PRIVATE_ROOTS: list[pathlib.Path] = []
 _TEMPORARY = re.compile(r"(^|/)\.[^/]*\.(tmp|old)-|orbax-checkpoint-tmp|\.part$|(^|/)\.[^/]*\.tmp$")
 
