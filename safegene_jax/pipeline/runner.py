@@ -127,8 +127,9 @@ class Run:
         if not ckpt.exists() and log.exists() and is_writer(log):
             log.unlink()  # a fresh run of this stage: the old metrics belong to another key
         lm = self.model(source)
-        for name in [n for n in self.memo if n != source]:  # training needs the memory; the rest reloads on demand
-            del self.memo[name]
+        # training needs the memory: every model leaves the run's memory (later stages reload them from their
+        # folders), and the source's params become the training state's (donated, not copied)
+        self.memo.clear()
         pushed: set[str] = set()
 
         def on_step(record: dict) -> None:
@@ -151,6 +152,7 @@ class Run:
                 progress=self.progress,
                 compiled=self.compiled,
                 on_step=on_step if (board or self.mirror is not None) else None,
+                donate_model=True,
             )
         # its source is its own folder (the adapter and cards record it), not the model it was trained from
         trained = dataclasses.replace(with_params(lm, result.params), source=str(self.model_dir(out)))

@@ -61,13 +61,14 @@ def _check_mesh(cfg: TrainConfig, mesh: Any) -> None:
             raise TrainingError(f"batch_size {cfg.batch_size} is not divisible by the mesh's data x fsdp = {shards}")
 
 
-def _first_state(lm: Any, cfg: TrainConfig, mesh: Any) -> _Start:
-    """The optimizer state at step 0, laid out on ``mesh`` (or one device) and committed there."""
+def _first_state(lm: Any, cfg: TrainConfig, mesh: Any, donate: bool = False) -> _Start:
+    """The optimizer state at step 0, laid out on ``mesh`` (or one device) and committed there. With ``donate``
+    the state starts from the model's own float32 buffers (no copy; the step then donates them)."""
     compute = jnp.bfloat16 if cfg.compute_dtype == "bfloat16" else jnp.float32
     graphdef, _ = abstract_model(lm.config, dtype=compute, param_dtype=jnp.float32)
     base = nnx.to_pure_dict(nnx.state(lm.model, nnx.Param))
-    # a copy: the step donates the state's buffers, which must not be the model's own
-    base = jax.tree.map(lambda x: jnp.array(x, jnp.float32, copy=True), base)
+    # otherwise a copy: the step donates the state's buffers, which must not be the model's own
+    base = jax.tree.map(lambda x: x.astype(jnp.float32) if donate else jnp.array(x, jnp.float32, copy=True), base)
     if mesh is not None:
         base = jax.device_put(base, param_shardings(base, mesh))
     if cfg.lora is not None:
@@ -90,6 +91,19 @@ def _first_state(lm: Any, cfg: TrainConfig, mesh: Any) -> _Start:
     shardings = jax.tree.map(lambda x: x.sharding, state)
     # committed, like the step's outputs: else the second step would compile the first's program again
     return _Start(graphdef, jax.device_put(state, shardings), frozen, shardings)
+
+
+def _release_model(lm: Any, start: _Start) -> None:
+    """Deletes the model's param buffers that the state does not hold (copies made for a dtype or a mesh, or all
+    of them after a restore): a donated model's memory is the training's."""
+
+    def buffers(x: jax.Array) -> set[int]:  # another Array object may hold the same buffers (a device_put)
+        return {s.data.unsafe_buffer_pointer() for s in x.addressable_shards}
+
+    kept = set().union(*(buffers(x) for x in jax.tree.leaves((start.state, start.frozen))))
+    for x in jax.tree.leaves(nnx.to_pure_dict(nnx.state(lm.model, nnx.Param))):
+        if isinstance(x, jax.Array) and not x.is_deleted() and not buffers(x) & kept:
+            x.delete()
 
 
 def _resume(ckpt: RunCheckpoints, start: _Start, cfg: TrainConfig, examples: int) -> int:
@@ -189,11 +203,12 @@ def sft(
     progress: bool = True,
     on_step: Callable[[dict], None] | None = None,
     compiled: CompiledSteps | None = None,
+    donate_model: bool = False,
 ) -> TrainResult:
     """Fine-tunes ``lm`` (a :class:`~safegene_jax.models.LoadedModel`) on (prompt, response) pairs.
 
     Args:
-        lm: the model to start from (it is not modified).
+        lm: the model to start from (it is not modified, unless ``donate_model``).
         pairs: (prompt, response) texts; the loss is taken on the responses.
         cfg: the options.
         mesh: train on this device mesh (see :func:`safegene_jax.make_mesh`).
@@ -203,6 +218,9 @@ def sft(
         on_step: called with every step's metrics (after the step's checkpoint, if any, was started).
         compiled: the :class:`~safegene_jax.train.steps.CompiledSteps` to take the jitted step from; share one
             between runs of one model to compile its step once.
+        donate_model: hand ``lm``'s param buffers to the training instead of copying them (one model's worth of
+            memory less): ``lm``'s params are deleted and only its structure, config and tokenizer stay usable
+            (``with_params(lm, result.params)`` works).
 
     Raises:
         TrainingError: empty data, nothing to learn, or a non-finite loss (the last good checkpoint is kept).
@@ -215,11 +233,13 @@ def sft(
     plan = batch_plan([len(e) for e in examples], cfg)
     pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
 
-    start = _first_state(lm, cfg, mesh)
+    start = _first_state(lm, cfg, mesh, donate=donate_model)
     steps = compiled if compiled is not None else CompiledSteps(capacity=1)
     step_fn = steps.get(start.graphdef, cfg, start.shardings)
     ckpt = RunCheckpoints(checkpoint_dir, every=cfg.save_every, keep=cfg.keep) if checkpoint_dir else None
     first = _resume(ckpt, start, cfg, len(examples)) if ckpt is not None else 0
+    if donate_model:
+        _release_model(lm, start)
     state, frozen = start.state, start.frozen
 
     history: list[dict] = []
