@@ -4,8 +4,14 @@ Six layers' coefficients are learned (KL utility) on 8 harmful few shots with re
 ones from the embedded data; the vector is a random perturbation of those layers (timing does not depend
 on its values). Reported: compile + first step, median step time, steps run (early stopping), total.
 
+With ``--run-dir`` (a finished pipeline run) and ``--model``, the run's own recalibration stage instead,
+timed part by part: loading the task model and the adapter, the shots, the fit (its first step, which
+compiles, and the median step), and the generation check (per scale). Nothing of the run is written.
+
 Run:
     .venv/bin/python benchmarks/recalibrate.py
+    SAFEGENE_DATA_ROOT=../shared/data .venv/bin/python benchmarks/recalibrate.py --run-dir runs/demo \
+        --model arithmetic
 """
 
 from __future__ import annotations
@@ -23,7 +29,15 @@ def main(argv=None):
     parser.add_argument("--length", type=int, default=96)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--json")
+    parser.add_argument("--run-dir", help="a finished pipeline run: time its recalibration stage")
+    parser.add_argument("--model", help="with --run-dir: the task model whose stage to time")
+    parser.add_argument("--unrolled", action="store_true", help="every layer in one unrolled program (no scan)")
+    parser.add_argument("--no-check", action="store_true", help="with --run-dir: leave out the generation check")
     args = parser.parse_args(argv)
+    if args.run_dir:
+        if not args.model:
+            raise SystemExit("--run-dir needs --model (a task model of the run)")
+        return stage(args.run_dir, args.model, args.json, not args.unrolled, not args.no_check)
 
     import safegene_jax as sg
     from safegene_jax.method.recalibration import RecalibrationConfig, recalibrate
@@ -71,6 +85,89 @@ def main(argv=None):
         f"alpha {[round(a, 3) for a in out['final_alpha']]}"
     )
     write_json(args.json, out)
+
+
+def stage(run_dir: str, model: str, json_path: str | None, scan: bool = True, check: bool = True) -> None:
+    """The run's recalibration of ``model``, timed part by part (as the pipeline's stage runs it)."""
+    import json
+    import pathlib
+
+    import numpy as np
+
+    import safegene_jax as sg
+    from safegene_jax.method.adapter import SafetyAdapter
+    from safegene_jax.method.recalibration import recalibrate
+    from safegene_jax.pipeline import jobs
+    from safegene_jax.pipeline.config import load_config
+
+    root = pathlib.Path(run_dir)
+    cfg = load_config(root / "config.yaml")
+    spec = next((m for m in jobs.task_models(cfg) if m.name == model), None)
+    if spec is None:
+        raise SystemExit(f"{run_dir} has no task model {model!r}")
+    marks: dict[str, float] = {}
+    t0 = time.perf_counter()
+    lm = sg.load_model(root / "models" / f"task-{model}")
+    adapter = SafetyAdapter.load(root / "adapter")
+    marks["load model + adapter"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    refs = root / "references.json"
+    answers = json.loads(refs.read_text()) if cfg.recalibrate.targets == "aligned" else None
+    shots = jobs.fewshot_batches(lm.tokenizer, cfg, spec, answers)
+    marks["shots"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rec = recalibrate(
+        lm.apply,
+        lm.params,
+        adapter.vector,
+        adapter.layers,
+        shots["harmful"],
+        shots["utility"],
+        cfg.recalibrate.recalibration_config(),
+        compliant=shots["compliant"],
+        borderline=shots.get("borderline"),
+        borderline_refusals=shots.get("borderline_refusals"),
+        fluency=shots["fluency"],
+        scan_layers=scan,
+    )
+    marks["fit"] = time.perf_counter() - t0
+    steps = [h["seconds"] for h in rec.history]
+    marks["fit: first step (compiles)"] = steps[0]
+    marks["fit: other steps"] = sum(steps[1:])
+    marks["fit: before the first step"] = marks["fit"] - sum(steps)
+    per_scale = []
+    if check and cfg.recalibrate.checks:
+        t0 = time.perf_counter()
+        for scale in cfg.recalibrate.scales:
+            t1 = time.perf_counter()
+            one = dataclasses_replace(cfg, scales=[scale])
+            jobs.check_scales(lm, adapter, rec.coeffs, one)
+            per_scale.append({"scale": scale, "seconds": time.perf_counter() - t1})
+        marks["generation check"] = time.perf_counter() - t0
+    out = {
+        "run_dir": run_dir,
+        "model": model,
+        "scan_layers": scan,
+        "steps_run": len(steps),
+        "best_step": rec.best_step,
+        "median_step_s": statistics.median(steps[1:]) if len(steps) > 1 else steps[0],
+        "alpha": np.asarray(rec.alpha).round(4).tolist(),
+        "seconds": {k: round(v, 2) for k, v in marks.items()},
+        "check_seconds": [{**r, "seconds": round(r["seconds"], 2)} for r in per_scale],
+    }
+    for k, v in out["seconds"].items():
+        print(f"{k:<32} {v:8.2f} s")
+    for r in out["check_seconds"]:
+        print(f"  check x{r['scale']:<6g} {r['seconds']:8.2f} s")
+    print(f"{len(steps)} steps, best at {rec.best_step}, median step {out['median_step_s']:.2f} s")
+    write_json(json_path, out)
+
+
+def dataclasses_replace(cfg, **recalibrate):
+    """``cfg`` with some ``recalibrate`` options replaced."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, recalibrate=dataclasses.replace(cfg.recalibrate, **recalibrate))
 
 
 if __name__ == "__main__":

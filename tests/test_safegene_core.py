@@ -87,6 +87,11 @@ def test_linear_scores_are_the_derivatives_and_hybrid_scores_the_best_exactly(se
         assert -float(ub - db) / (2 * eps) == pytest.approx(float(linear.utility_cost[layer]), rel=2e-2, abs=1e-3)
     half = score_layers(lm.apply, degraded, tau, probe_h, probe_b, strength=0.5, method="linear")
     np.testing.assert_allclose(half.safety_gain, 0.5 * linear.safety_gain, rtol=1e-5)  # linear in the candidates
+    unrolled = score_layers(lm.apply, degraded, tau, probe_h, probe_b, method="linear", scan_layers=False)
+    np.testing.assert_allclose(unrolled.safety_gain, linear.safety_gain, rtol=1e-4, atol=1e-6)  # scan = unrolled
+    np.testing.assert_allclose(unrolled.utility_cost, linear.utility_cost, rtol=1e-4, atol=1e-6)
+    plain = score_layers(lambda p, t, m: lm.apply(p, t, m), degraded, tau, probe_h, probe_b, method="linear")
+    np.testing.assert_allclose(plain.safety_gain, linear.safety_gain, rtol=1e-4, atol=1e-6)  # a whole-model apply
     exact = score_layers(lm.apply, degraded, tau, probe_h, probe_b, strength=1.0)
     hybrid = score_layers(lm.apply, degraded, tau, probe_h, probe_b, strength=1.0, method="hybrid", hybrid_k=2)
     assert hybrid.exact.sum() == 2 and hybrid.exact[PLANTED]
@@ -383,6 +388,43 @@ def test_recalibration_runs_the_layers_below_the_first_patched_one_once(setup):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
         assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
     np.testing.assert_allclose(layered.alpha, plain.alpha, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["per layer", "per kind", "low rank"])
+def test_recalibration_scanning_the_layers_equals_the_unrolled_program(setup, case):
+    """The layers from the lowest selected one on, run as one scan over their stacked (and patched) params:
+    the same losses and coefficients as the unrolled layers, with the whole vector (unselected layers'
+    parts ignored), a per-kind fit, and a low-rank vector."""
+    lm, aligned, degraded, probe_h, probe_b = setup
+    tau = sg.safety_vector(aligned, degraded)
+    if case == "low rank":
+        tau = SafetyAdapter.build(aligned, degraded, [1, PLANTED], rank=2).vector
+    cfg = RecalibrationConfig(
+        steps=3, alpha_init=0.5, utility="kl", lam=0.5, val_fraction=0.25, safety="refusal", per_kind=case == "per kind"
+    )
+    runs = [
+        recalibrate(lm.apply, degraded, tau, [1, PLANTED], probe_h, probe_b, cfg, scan_layers=scan)
+        for scan in (True, False)
+    ]
+    assert runs[0].history and len(runs[0].history) == len(runs[1].history)
+    for a, b in zip(*(r.history for r in runs)):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    np.testing.assert_allclose(runs[0].alpha, runs[1].alpha, rtol=1e-5, atol=1e-6)
+
+
+def test_scanned_layers_equal_the_loop(setup):
+    lm, aligned, degraded, probe_h, probe_b = setup
+    apply = lm.apply
+    assert apply.uniform_layers(degraded, 1)
+    x, ctx = apply.embed(degraded, probe_h["tokens"], probe_h["attention_mask"])
+    looped = x
+    for i in range(apply.num_layers(degraded)):
+        looped = apply.layer(degraded, i, looped, ctx)
+    for i in range(1):
+        x = apply.layer(degraded, i, x, ctx)
+    scanned = apply.scan_layers(degraded, 1, apply.stack_layers(degraded, 1), x, ctx)
+    np.testing.assert_allclose(scanned, looped, atol=1e-5)
 
 
 def test_adapter_round_trip_sharded_and_incompatible(setup, tmp_path, eight_devices):

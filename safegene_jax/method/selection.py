@@ -50,9 +50,10 @@ import numpy as np
 
 from safegene_jax.core.errors import LayerMapError, SafeGeneError
 from safegene_jax.core.layers import as_layer_map, layout
-from safegene_jax.core.losses import mean_kl, mean_loglik, reference_logp, scored_positions
+from safegene_jax.core.losses import mean_kl, mean_loglik, reference_logp, scored_positions, trim
 from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.core.transforms import apply_vector, as_vector, assert_finite
+from safegene_jax.method.patched import PatchedLogits
 
 SCORING_METHODS = ("auto", "prefix", "patch", "linear", "hybrid")
 """The ways :func:`score_layers` evaluates candidates (see the module docstring)."""
@@ -131,6 +132,7 @@ def score_layers(
     hybrid_k: int = 10,
     utility_weight: float = 0.0,
     progress: str | None = None,
+    scan_layers: bool = True,
 ) -> LayerScores:
     """Scores candidates of per-layer coefficients in one jitted, chunk-vmapped evaluation.
 
@@ -150,6 +152,9 @@ def score_layers(
             ``'prefix'`` raises :class:`SafeGeneError` saying why when it does not apply.
         hybrid_k: how many candidates ``'hybrid'`` scores exactly, the best by the linear scores.
         utility_weight: how ``'hybrid'`` ranks the linear scores (``gain - utility_weight * cost``).
+        scan_layers: the linear scores run uniform layers as one ``lax.scan`` over their stacked params
+            (compiles one layer instead of all; SmolLM2: 8.4 s instead of 13.0 s, at about twice the extra
+            memory, a stacked copy of the layers and of the vector). ``False``: one unrolled program.
         progress: a label for a progress bar that advances as the jitted computation goes (candidates, and the
             prefix method's layers), through host callbacks; none without. JAX keeps programs with host
             callbacks out of its persistent compilation cache, so a run with a bar compiles scoring anew.
@@ -178,7 +183,7 @@ def score_layers(
             raise SafeGeneError(f"method={method!r} differentiates the params, but {fixed[0]!r} is not floating point")
     harmful, benign = _check_batch(harmful, "harmful"), _check_batch(benign, "benign")
     if method in ("linear", "hybrid"):
-        linear = _score_linear(apply, params, vec, cands, harmful, benign, layer_map)
+        linear = _score_linear(apply, params, vec, cands, harmful, benign, layer_map, scan_layers)
         if method == "linear":
             return linear
         order = np.argsort(-linear.combined(utility_weight), kind="stable")[:hybrid_k]
@@ -274,22 +279,29 @@ def _score_patch(apply, params, vec, cands, harmful, benign, chunk_size, layer_m
     return LayerScores(np.asarray(gains), np.asarray(costs), cands, float(ref_h), "patch")
 
 
-def _score_linear(apply, params, vec, cands, harmful, benign, layer_map) -> LayerScores:
-    """First-order scores: one forward and one backward pass per probe batch give every layer's derivative."""
+def _score_linear(apply, params, vec, cands, harmful, benign, layer_map, scan: bool = True) -> LayerScores:
+    """First-order scores: one forward and one backward pass per probe batch give every layer's derivative
+    (through :class:`~safegene_jax.method.patched.PatchedLogits`: the layers below the vector's lowest one run
+    once, the rest as one scan when they share a structure, the head at the scored positions only)."""
     num_layers = cands.shape[1]
+    lmap = as_layer_map(layer_map)
+    layers = sorted({x for x in map(lmap.layer_of, vec) if isinstance(x, int)}) or list(range(num_layers))
+    scored = PatchedLogits(apply, params, vec, layers, layer_map, scan=scan)
+    probes = scored.prepare(trim(harmful)), scored.prepare(trim(benign))
+    every = jnp.ones((num_layers,), jnp.float32)
 
     @jax.jit
-    def derivatives(params, vec, harmful, benign):
+    def derivatives(model, vector, harmful, benign):
         def loglik(c, batch):
-            patched = apply_vector(params, vec, c, layer_map=layer_map, check_finite=False)
-            return mean_loglik(apply(patched, batch["tokens"], batch["attention_mask"]), batch)
+            logp = scored.logp(scored.patch(model, vector, c, every), batch)
+            return jnp.sum(logp) / max(logp.shape[0], 1)
 
         zero = jnp.zeros((num_layers,), jnp.float32)
         ref_h, d_h = jax.value_and_grad(loglik)(zero, harmful)
         d_b = jax.grad(loglik)(zero, benign)
         return ref_h, d_h, d_b
 
-    ref_h, d_h, d_b = derivatives(params, vec, harmful, benign)
+    ref_h, d_h, d_b = derivatives(scored.model, scored.vector, *probes)
     gains = cands @ np.asarray(d_h, np.float32)
     costs = -(cands @ np.asarray(d_b, np.float32))
     return LayerScores(gains, costs, cands, float(ref_h), "linear")

@@ -321,12 +321,42 @@ class LayeredApply:
         """Token embeddings ``(B, T, hidden)`` and the context every layer of this batch shares."""
         return nnx.merge(self.graphdef, params).layer_inputs(tokens, attention_mask)
 
-    def layer(self, params, i: int, x, ctx):
-        """Decoder layer ``i`` on ``x``; only that layer's params are read (and merged)."""
+    def _graphdefs(self, params) -> list:
         if self._layer_graphdefs is None:  # layers may differ in structure (Gemma 3's local and global layers)
             layers = nnx.merge(self.graphdef, params).model.layers
             self._layer_graphdefs = [nnx.split(layer)[0] for layer in layers]
-        return nnx.merge(self._layer_graphdefs[i], params["model"]["layers"][i])(x, *ctx)[0]
+        return self._layer_graphdefs
+
+    def layer(self, params, i: int, x, ctx):
+        """Decoder layer ``i`` on ``x``; only that layer's params are read (and merged)."""
+        return nnx.merge(self._graphdefs(params)[i], params["model"]["layers"][i])(x, *ctx)[0]
+
+    def uniform_layers(self, params, start: int) -> bool:
+        """Whether the layers from ``start`` on share one structure, so that :meth:`scan_layers` can run them
+        (every layer of a Llama-family model; not Gemma 3's mix of local and global layers)."""
+        graphdefs = self._graphdefs(params)[start:]
+        return bool(graphdefs) and all(g == graphdefs[0] for g in graphdefs[1:])
+
+    @staticmethod
+    def stack_layers(params, start: int):
+        """The params of the layers from ``start`` on, stacked on a new leading axis (a copy)."""
+        layers = params["model"]["layers"]
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *[layers[i] for i in range(start, len(layers))])
+
+    def layer_like(self, params, i: int, layer_params, x, ctx):
+        """A decoder layer of layer ``i``'s structure with ``layer_params`` (one layer's, e.g. a slice of
+        :meth:`stack_layers`) on ``x``: the body of a scan over uniform layers."""
+        return nnx.merge(self._graphdefs(params)[i], layer_params)(x, *ctx)[0]
+
+    def scan_layers(self, params, start: int, stacked, x, ctx):
+        """The layers from ``start`` on applied to ``x`` as one ``lax.scan`` over ``stacked`` (their params as
+        :meth:`stack_layers` gives them, patched or not): the same result as :meth:`layer` in a loop, compiled
+        once for all of them. Needs :meth:`uniform_layers`."""
+
+        def body(h, layer_params):
+            return self.layer_like(params, start, layer_params, h, ctx), None
+
+        return jax.lax.scan(body, x, stacked)[0]
 
     def hidden(self, params, tokens, attention_mask=None):
         """The last decoder layer's output ``(B, T, hidden)``: :meth:`head` of it gives the logits, in pieces
