@@ -31,13 +31,13 @@ def main(argv=None):
     parser.add_argument("--json")
     parser.add_argument("--run-dir", help="a finished pipeline run: time its recalibration stage")
     parser.add_argument("--model", help="with --run-dir: the task model whose stage to time")
-    parser.add_argument("--unrolled", action="store_true", help="every layer in one unrolled program (no scan)")
+    parser.add_argument("--scan", action="store_true", help="scan the uniform layers (scan_layers=True)")
     parser.add_argument("--no-check", action="store_true", help="with --run-dir: leave out the generation check")
     args = parser.parse_args(argv)
     if args.run_dir:
         if not args.model:
             raise SystemExit("--run-dir needs --model (a task model of the run)")
-        return stage(args.run_dir, args.model, args.json, not args.unrolled, not args.no_check)
+        return stage(args.run_dir, args.model, args.json, args.scan, not args.no_check)
 
     import safegene_jax as sg
     from safegene_jax.method.recalibration import RecalibrationConfig, recalibrate
@@ -57,7 +57,7 @@ def main(argv=None):
         utility="kl",
     )
     t0 = time.perf_counter()
-    result = recalibrate(lm.apply, lm.params, vec, layers, harmful, benign, cfg)
+    result = recalibrate(lm.apply, lm.params, vec, layers, harmful, benign, cfg, scan_layers=args.scan)
     total = time.perf_counter() - t0
     steps = [h["seconds"] for h in result.history]
     out = {
@@ -87,7 +87,7 @@ def main(argv=None):
     write_json(args.json, out)
 
 
-def stage(run_dir: str, model: str, json_path: str | None, scan: bool = True, check: bool = True) -> None:
+def stage(run_dir: str, model: str, json_path: str | None, scan: bool = False, check: bool = True) -> None:
     """The run's recalibration of ``model``, timed part by part (as the pipeline's stage runs it)."""
     import json
     import pathlib
@@ -131,7 +131,7 @@ def stage(run_dir: str, model: str, json_path: str | None, scan: bool = True, ch
         scan_layers=scan,
     )
     marks["fit"] = time.perf_counter() - t0
-    steps = [h["seconds"] for h in rec.history]
+    steps = [h["seconds"] for h in rec.history] or [0.0]
     marks["fit: first step (compiles)"] = steps[0]
     marks["fit: other steps"] = sum(steps[1:])
     marks["fit: before the first step"] = marks["fit"] - sum(steps)

@@ -92,6 +92,14 @@ def test_linear_scores_are_the_derivatives_and_hybrid_scores_the_best_exactly(se
     np.testing.assert_allclose(unrolled.utility_cost, linear.utility_cost, rtol=1e-4, atol=1e-6)
     plain = score_layers(lambda p, t, m: lm.apply(p, t, m), degraded, tau, probe_h, probe_b, method="linear")
     np.testing.assert_allclose(plain.safety_gain, linear.safety_gain, rtol=1e-4, atol=1e-6)  # a whole-model apply
+    path = next(p for p in tau if ".layers.1." in p)
+    for bad, message in (
+        ({**tau, path: tau[path][..., :-1]}, "shape mismatch at"),
+        ({**tau, path.replace("kernel", "bias").replace("scale", "bias") + "_extra": tau[path]}, "that params lacks"),
+    ):
+        for scan in (True, False):
+            with pytest.raises(sg.TreeMismatchError, match=message):
+                score_layers(lm.apply, degraded, bad, probe_h, probe_b, method="linear", scan_layers=scan)
     exact = score_layers(lm.apply, degraded, tau, probe_h, probe_b, strength=1.0)
     hybrid = score_layers(lm.apply, degraded, tau, probe_h, probe_b, strength=1.0, method="hybrid", hybrid_k=2)
     assert hybrid.exact.sum() == 2 and hybrid.exact[PLANTED]

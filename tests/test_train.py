@@ -297,10 +297,11 @@ def test_the_log_never_repeats_a_step_after_a_resume(lm, tmp_path):
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("where", ["one device", "mesh", "resumed"])
+@pytest.mark.parametrize("where", ["one device", "mesh", "placed on the mesh", "resumed", "lora"])
 def test_a_donated_model_trains_to_the_same_params_and_gives_its_buffers(lm, tmp_path, where, eight_devices):
     """``donate_model=True``: the state starts from the model's own buffers (on a mesh, from copies; after a
-    restore, from the checkpoint), every buffer of the model is released, and the result is the copy's."""
+    restore, from the checkpoint), every buffer of the model is released, and the result is the copy's. With
+    LoRA the model's buffers are the frozen base: kept, and read by the result."""
     import shutil
 
     from tiny import tiny_model_folder
@@ -308,8 +309,10 @@ def test_a_donated_model_trains_to_the_same_params_and_gives_its_buffers(lm, tmp
     from safegene_jax.models.api import with_params
 
     cfg = fast(steps=4, save_every=2)
+    if where == "lora":
+        cfg = fast(steps=4, lora=train.LoraConfig(rank=4, alpha=8.0, targets=r"(q_proj|v_proj)\.kernel$"))
     runs = {"copied": {}, "donated": {}}
-    if where == "mesh":
+    if where in ("mesh", "placed on the mesh"):
         runs = {k: {"mesh": make_mesh(data=2, fsdp=2, tensor=2)} for k in runs}
     if where == "resumed":  # a run killed after its step-2 checkpoint, once for each side
         sft(lm, PAIRS[:8], cfg, checkpoint_dir=str(tmp_path / "ckpt"))
@@ -320,11 +323,16 @@ def test_a_donated_model_trains_to_the_same_params_and_gives_its_buffers(lm, tmp
     copied = sft(lm, PAIRS[:8], cfg, **runs["copied"])
     tiny_model_folder(tmp_path / "donor")
     donor = tiny_lm(tmp_path / "donor")
+    if where == "placed on the mesh":  # already where training puts it: the state shares its buffers
+        state = nnx.state(donor.model, nnx.Param)
+        params = nnx.to_pure_dict(state)
+        nnx.replace_by_pure_dict(state, jax.device_put(params, param_shardings(params, runs["donated"]["mesh"])))
+        nnx.update(donor.model, state)
     donated = sft(donor, PAIRS[:8], cfg, donate_model=True, **runs["donated"])
     assert [h["step"] for h in donated.history] == ([3, 4] if where == "resumed" else [1, 2, 3, 4])
     for k, v in leaves(copied.params).items():
         np.testing.assert_allclose(leaves(donated.params)[k], v, atol=1e-6, err_msg=k)
     given = jax.tree.leaves(nnx.to_pure_dict(nnx.state(donor.model, nnx.Param)))
-    assert given and all(a.is_deleted() for a in given)
+    assert given and all(a.is_deleted() != (where == "lora") for a in given)
     trained = with_params(donor, donated.params)  # the donor's structure, config and tokenizer still serve
     assert not any(a.is_deleted() for a in jax.tree.leaves(nnx.to_pure_dict(nnx.state(trained.model))))

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from safegene_jax.core.errors import TreeMismatchError
 from safegene_jax.core.layers import MODULE_KINDS, as_layer_map
 from safegene_jax.core.losses import picked_logp, scored_positions
 from safegene_jax.core.paths import flatten_with_paths
@@ -77,12 +78,20 @@ class PatchedLogits:
         positions of those layers in the params' stack and the module kind of the path (other layers' parts
         would be multiplied by 0)."""
         lm = as_layer_map(self.layer_map)
+        paths, leaves, _ = flatten_with_paths(self.model["stack"])
+        shapes = {p: tuple(x.shape[1:]) for p, x in zip(paths, leaves)}
         by_sub: dict[str, list] = {}
         for path, leaf in vec.items():
             layer = lm.layer_of(path)
             if layer not in selected:
                 continue
             sub = path[len(f"model.layers.{layer}.") :]
+            if sub not in shapes:  # what apply_vector checks on the unrolled path
+                raise TreeMismatchError(f"vector has a path that params lacks, {path!r} (layer {layer} has no {sub!r})")
+            if tuple(leaf.shape) != shapes[sub]:
+                raise TreeMismatchError(
+                    f"shape mismatch at {path!r}: params {shapes[sub]} vs vector {tuple(leaf.shape)}"
+                )
             dense = leaf.dense() if hasattr(leaf, "dense") else jnp.asarray(leaf)
             by_sub.setdefault(sub, []).append((layer - self.first, dense, MODULE_KINDS.index(lm.kind_of(path))))
         stacked, places = {}, {}

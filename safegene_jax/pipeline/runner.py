@@ -63,9 +63,10 @@ class PipelineResult:
 
 
 class Run:
-    """One pipeline run: its config and files, its models (loaded or trained once, kept in memory, all but its
-    source dropped before a training stage), and the jitted train steps its training stages share. The stage
-    table's work functions act on it."""
+    """One pipeline run: its config and files, its models (kept in memory once loaded or trained, all dropped
+    before a training stage, whose source is trained in place: a later stage reloads what it needs from
+    the folders), and the jitted train steps its training stages share. The stage table's work functions
+    act on it."""
 
     def __init__(self, cfg: PipelineConfig, echo: Callable[[str], None], progress: bool):
         from safegene_jax.core import storage
@@ -92,8 +93,9 @@ class Run:
         return self.root / "models" / name
 
     def model(self, name: str) -> Any:
-        """A model by name (``base`` or a trained one), loaded from its folder once. One task model is kept
-        in memory at a time (a study has dozens), and the base model only until the aligned one exists."""
+        """A model by name (``base`` or a trained one), loaded from its folder when it is not in memory (again
+        after a training stage, which takes every model out). One task model is kept in memory at a time (a
+        study has dozens), and the base model only until the aligned one exists."""
         if name not in self.memo:
             from safegene_jax.models.api import load_model
 

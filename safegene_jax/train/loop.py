@@ -71,6 +71,8 @@ def _first_state(lm: Any, cfg: TrainConfig, mesh: Any, donate: bool = False) -> 
     base = jax.tree.map(lambda x: x.astype(jnp.float32) if donate else jnp.array(x, jnp.float32, copy=True), base)
     if mesh is not None:
         base = jax.device_put(base, param_shardings(base, mesh))
+    if donate:  # copies made for a dtype or a mesh: the originals go before the optimizer state is made
+        _release_model(lm, base)
     if cfg.lora is not None:
         trainable = init_lora(base, cfg.lora, jax.random.PRNGKey(cfg.seed))
         if mesh is not None:
@@ -93,17 +95,24 @@ def _first_state(lm: Any, cfg: TrainConfig, mesh: Any, donate: bool = False) -> 
     return _Start(graphdef, jax.device_put(state, shardings), frozen, shardings)
 
 
-def _release_model(lm: Any, start: _Start) -> None:
-    """Deletes the model's param buffers that the state does not hold (copies made for a dtype or a mesh, or all
-    of them after a restore): a donated model's memory is the training's."""
+def _release_model(lm: Any, keep: Any) -> None:
+    """Deletes the model's param buffers that ``keep`` (the state, the frozen base) does not hold: copies were
+    made for a dtype or a mesh, or a checkpoint was restored. A donated model's memory is the training's.
+    Where a backend cannot say which buffers an array holds, nothing is deleted (the memory stays in use)."""
 
     def buffers(x: jax.Array) -> set[int]:  # another Array object may hold the same buffers (a device_put)
         return {s.data.unsafe_buffer_pointer() for s in x.addressable_shards}
 
-    kept = set().union(*(buffers(x) for x in jax.tree.leaves((start.state, start.frozen))))
-    for x in jax.tree.leaves(nnx.to_pure_dict(nnx.state(lm.model, nnx.Param))):
-        if isinstance(x, jax.Array) and not x.is_deleted() and not buffers(x) & kept:
-            x.delete()
+    try:
+        kept = set().union(*(buffers(x) for x in jax.tree.leaves(keep) if isinstance(x, jax.Array)))
+        model = [
+            x for x in jax.tree.leaves(nnx.to_pure_dict(nnx.state(lm.model, nnx.Param))) if isinstance(x, jax.Array)
+        ]
+        gone = [x for x in model if not x.is_deleted() and not buffers(x) & kept]
+    except (NotImplementedError, RuntimeError, AttributeError):  # no buffer pointers on this backend
+        return
+    for x in gone:
+        x.delete()
 
 
 def _resume(ckpt: RunCheckpoints, start: _Start, cfg: TrainConfig, examples: int) -> int:
@@ -219,8 +228,10 @@ def sft(
         compiled: the :class:`~safegene_jax.train.steps.CompiledSteps` to take the jitted step from; share one
             between runs of one model to compile its step once.
         donate_model: hand ``lm``'s param buffers to the training instead of copying them (one model's worth of
-            memory less): ``lm``'s params are deleted and only its structure, config and tokenizer stay usable
-            (``with_params(lm, result.params)`` works).
+            memory less in full fine-tuning): ``lm``'s params are deleted and only its structure, config and
+            tokenizer stay usable (``with_params(lm, result.params)`` works). With LoRA the float32 params are
+            the frozen base and stay as they are (a model in another dtype: its float32 copy is the base, and
+            the model's own buffers are deleted).
 
     Raises:
         TrainingError: empty data, nothing to learn, or a non-finite loss (the last good checkpoint is kept).
@@ -238,8 +249,8 @@ def sft(
     step_fn = steps.get(start.graphdef, cfg, start.shardings)
     ckpt = RunCheckpoints(checkpoint_dir, every=cfg.save_every, keep=cfg.keep) if checkpoint_dir else None
     first = _resume(ckpt, start, cfg, len(examples)) if ckpt is not None else 0
-    if donate_model:
-        _release_model(lm, start)
+    if donate_model:  # after a restore, the model's buffers the state no longer holds
+        _release_model(lm, (start.state, start.frozen))
     state, frozen = start.state, start.frozen
 
     history: list[dict] = []
