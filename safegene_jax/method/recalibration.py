@@ -75,7 +75,7 @@ class RecalibrationConfig:
     utility: str = "nll"
     per_kind: bool = False
     val_fraction: float = 0.25
-    patience: int = 8
+    patience: int = 4
     seed: int = 0
     safety: str = "contrast"
     onset_tokens: int = 4
