@@ -22,7 +22,8 @@ from safegene_jax.pipeline.results import analyse, dominates, label
 from safegene_jax.pipeline.runner import selected
 
 STUDY = load_config("study-smollm2")
-# the study with every sweep and ablation (the shipped config runs the first point of each, plus uniform)
+# the study with every sweep, and the ablations on two models (the shipped config runs the first point of each
+# sweep, and the four ablations on the five first-generation task models)
 SWEEPS = [
     "compare.methods=[safegene, resta, safe_lora, task_arithmetic]",
     "compare.safegene_scales=[1.0, 0.5, 1.5]",
@@ -30,6 +31,7 @@ SWEEPS = [
     "compare.safe_lora_thresholds=[0.35, 0.5]",
     "compare.task_arithmetic_coeffs=[1.0, 0.5]",
     "compare.ablations=[all_layers, uniform, random_layers, no_utility]",
+    "compare.ablation_models=[sst2, alpaca]",
 ]
 FULL = load_config("study-smollm2", SWEEPS)
 
