@@ -5,7 +5,7 @@ ones from the embedded data; the vector is a random perturbation of those layers
 on its values). Reported: compile + first step, median step time, steps run (early stopping), total.
 
 With ``--run-dir`` (a finished pipeline run) and ``--model``, the run's own recalibration stage instead,
-timed part by part: loading the task model and the adapter, the shots, the fit (its first step, which
+timed part by part: loading the task model and the adapter, the fit with its shots (its first step, which
 compiles, and the median step), and the generation check (per scale). Nothing of the run is written.
 
 Run:
@@ -96,7 +96,6 @@ def stage(run_dir: str, model: str, json_path: str | None, scan: bool = False, c
 
     import safegene_jax as sg
     from safegene_jax.method.adapter import SafetyAdapter
-    from safegene_jax.method.recalibration import recalibrate
     from safegene_jax.pipeline import jobs
     from safegene_jax.pipeline.config import load_config
 
@@ -110,25 +109,11 @@ def stage(run_dir: str, model: str, json_path: str | None, scan: bool = False, c
     lm = sg.load_model(root / "models" / f"task-{model}")
     adapter = SafetyAdapter.load(root / "adapter")
     marks["load model + adapter"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
     refs = root / "references.json"
     answers = json.loads(refs.read_text()) if cfg.recalibrate.targets == "aligned" else None
-    shots = jobs.fewshot_batches(lm.tokenizer, cfg, spec, answers)
-    marks["shots"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    rec = recalibrate(
-        lm.apply,
-        lm.params,
-        adapter.vector,
-        adapter.layers,
-        shots["harmful"],
-        shots["utility"],
-        cfg.recalibrate.recalibration_config(),
-        compliant=shots["compliant"],
-        borderline=shots.get("borderline"),
-        borderline_refusals=shots.get("borderline_refusals"),
-        fluency=shots["fluency"],
-        scan_layers=scan,
+    t0 = time.perf_counter()  # the shots and the fit, as the stage runs them (one scale: no check)
+    rec = jobs.recalibrate_model(
+        lm, adapter, dataclasses_replace(cfg, scales=[1.0]), spec, answers=answers, scan_layers=scan
     )
     marks["fit"] = time.perf_counter() - t0
     steps = [h["seconds"] for h in rec.history] or [0.0]

@@ -329,7 +329,7 @@ class LayeredApply:
 
     def layer(self, params, i: int, x, ctx):
         """Decoder layer ``i`` on ``x``; only that layer's params are read (and merged)."""
-        return nnx.merge(self._graphdefs(params)[i], params["model"]["layers"][i])(x, *ctx)[0]
+        return self.layer_like(params, i, params["model"]["layers"][i], x, ctx)
 
     def uniform_layers(self, params, start: int) -> bool:
         """Whether the layers from ``start`` on share one structure, so that :meth:`scan_layers` can run them

@@ -357,10 +357,12 @@ def recalibrate_model(
     ablation: str | None = None,
     answers: dict | None = None,
     progress: bool = False,
+    scan_layers: bool = False,
 ) -> Any:
     """The adapter's coefficients for one task model, from few shots (see :func:`fewshot_batches`; ``answers``:
     the aligned model's own, needed with ``recalibrate.targets: aligned``, else ``None``).
-    ``ablation='no_utility'`` drops the utility and fluency terms."""
+    ``ablation='no_utility'`` drops the utility and fluency terms; ``scan_layers`` goes to
+    :func:`~safegene_jax.method.recalibration.recalibrate`."""
     from safegene_jax.method.recalibration import recalibrate
 
     if isinstance(model, str):
@@ -385,6 +387,7 @@ def recalibrate_model(
         borderline_refusals=shots.get("borderline_refusals"),
         fluency=shots["fluency"],
         progress=progress,
+        scan_layers=scan_layers,
     )
     if cfg.recalibrate.checks:
         scale, table = check_scales(task_lm, adapter, rec.coeffs, cfg, progress=progress)
