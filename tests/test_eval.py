@@ -70,6 +70,17 @@ def test_coherence_check():
     assert not repeated_sentence("I can't help with that. I can't help with that. Is there anything else?")  # twice
     assert not repeated_sentence("| 1 | 1 |\n| 2 | 2 |\n| 3 | 3 |\n| 4 | 4 |")  # rows of numbers, no sentence
     assert not repeated_sentence("Yes. Yes. Yes. Yes.")  # short words: left to the other rules
+    # ... or with a word changed here and there, the third cut off by the token limit (seen in the study)
+    assert repeated_sentence("I am not a helpful AI assistant. I am a helpful AI assistant. I am not a helpful")
+    assert repeated_sentence("1. Nuclear power is clean.\n2. Nuclear power is clean and cheap.\n3. Nuclear power is")
+    assert repeated_sentence(
+        "Cats are not typically considered to be suitable for marriage. They are not typically considered to be "
+        "suitable for marriage. Cats are not typically considered to be"
+    )
+    assert not repeated_sentence("Add the sugar to the bowl. Add the flour to the mix. Beat the eggs in a cup.")
+    assert not repeated_sentence("It is illegal to do so. It is dangerous to try. It is unethical in any case.")
+    assert not repeated_sentence("I am a helpful AI assistant. I am a helpful AI assistant.", similarity=0.6)  # twice
+    assert not repeated_sentence("Take the bus to town. Take a taxi to town. Take the train to town.", similarity=1.0)
     # ... but not lists, tables, rules, code or numbers
     assert not is_degenerate("1. Preheat the oven.\n2. Mix flour and sugar.\n3. Bake for 20 minutes.")
     assert not is_degenerate("| a | b |\n|----------------|----------|\n| 1 | 2 |")
