@@ -207,6 +207,18 @@ def test_fit_recovers_a_known_coefficient():
     assert float(bounded.max()) <= 1.0 and bounded[1] == pytest.approx(1.0)  # projected onto [0, alpha_max]
 
 
+def test_a_fit_pinned_at_its_bound_stops_after_one_step_with_the_same_result():
+    x = jax.random.normal(jax.random.PRNGKey(1), (16, 2))
+    objective = lambda a: jnp.mean((x @ a - x @ jnp.array([1.7, 2.5])) ** 2)  # noqa: E731  wants both above 1
+    alpha, history, best = fit_coefficients(objective, jnp.ones(2), steps=20, alpha_max=1.0, patience=10)
+    assert len(history) == 1 and history[0]["stopped"] == "at a bound" and best == 0
+    np.testing.assert_array_equal(alpha, np.ones(2))
+    # one coefficient free to move: the fit goes on (alpha left init), as before
+    free = lambda a: jnp.mean((x @ a - x @ jnp.array([0.4, 2.5])) ** 2)  # noqa: E731
+    alpha, history, _ = fit_coefficients(free, jnp.ones(2), steps=20, learning_rate=0.05, alpha_max=1.0, patience=20)
+    assert len(history) == 20 and "stopped" not in history[0] and alpha[0] < 0.9 and alpha[1] == 1.0
+
+
 def test_first_step_inputs_are_placed_like_the_steps_outputs(eight_devices):
     """Committed like the jitted step's outputs, so the second step reuses the first one's program."""
     from jax.sharding import NamedSharding

@@ -152,7 +152,9 @@ def fit_coefficients(
     over, so they are not baked into the compiled program as constants.
 
     Returns ``(best_alpha, history, best_step)``; "best" is by ``val_objective(alpha, *val_operands)`` when
-    given (early stopping after ``patience`` steps without improvement), else by the training objective.
+    given (early stopping after ``patience`` steps without improvement), else by the training objective. When
+    the first step leaves ``alpha`` at ``init`` (every coefficient at a bound its gradient pushes against) the
+    fit ends at once: every later step would repeat it exactly.
     Each history record has the step's losses and wall time (the first includes compilation). ``progress``:
     a label for a progress bar over the steps (none without).
     """
@@ -174,7 +176,7 @@ def fit_coefficients(
         val_jit = jax.jit(lambda a, ops: val_objective(a, *ops))
         val = lambda a: val_jit(a, val_ops)  # noqa: E731
     alpha, state = _placed_with(operands, (init, opt.init(init)))
-    best_alpha, best_value, best_step, since = np.asarray(init), np.inf, 0, 0
+    best_alpha, best_value, best_step, since, moved = np.asarray(init), np.inf, 0, 0, False
     history: list[dict] = []
     bar = None
     if progress:
@@ -203,6 +205,15 @@ def fit_coefficients(
             since += 1
             if since >= patience:
                 break
+        if np.array_equal(np.asarray(alpha), current):
+            if not moved:
+                # alpha never left init: every coefficient sits at a bound its (so far constant) gradient pushes
+                # against, or has a zero gradient; Adam's moments stay proportional to that gradient, so every
+                # later step would see the same alpha, gradient and values: stop now
+                record["stopped"] = "at a bound"
+                break
+        else:
+            moved = True
     if bar is not None:
         bar.close()
     return best_alpha, history, best_step
