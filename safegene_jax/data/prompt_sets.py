@@ -6,11 +6,15 @@
   and its 200 unsafe contrast prompts; ``malicious_instructions`` and ``q_harm`` are the safety-tuned
   LLaMAs evaluation sets I-MaliciousInstructions (100) and Q-Harm (100, harmful-sounding questions of
   HH-RLHF: a keyword judge measures refusal there, not harm); ``embedded/harmful-eval`` and
-  ``embedded/safe-eval`` are the embedded eval splits (the safe one borderline prompts first).
+  ``embedded/safe-eval`` are the embedded eval splits (the safe one borderline prompts first);
+  ``physical_safety/safe`` is safety-tuned LLaMAs' I-PhysicalSafetySafe (100 safe advice prompts) and
+  ``embedded/safe-contrast-dev`` the development split of :mod:`.safe_contrast`: over-refusal sets for
+  development, so that XSTest chooses nothing.
 * **Pair sets** (training, probes, few shots): records with ``instruction`` and ``response`` (a refusal for
   harmful sets, a helpful answer for benign ones), and ``target`` (a compliant "Sure, here is" opening)
-  where the set has one. ``alpaca/align`` is indices 0-499 of the 1,000-row Alpaca sample; the ``alpaca``
-  task uses the rest (see :mod:`.task_sets`).
+  where the set has one. ``embedded/safe-contrast`` is the training split of :mod:`.safe_contrast` (safe
+  prompts that look harmful, for the benign side of alignment). ``alpaca/align`` is indices 0-499 of the
+  1,000-row Alpaca sample; the ``alpaca`` task uses the rest (see :mod:`.task_sets`).
 
 Nothing in a pair set is ever in a prompt set: :func:`check_disjoint` compares the normalized prompts of
 the sets a run uses, and the pipeline calls it before any work.
@@ -83,6 +87,8 @@ def _embedded_safe_eval() -> list[dict]:
     return [{"instruction": r["instruction"], "category": r["category"]} for r in ordered]
 
 
+_CONTRAST = "embedded/safe-contrast"
+
 PROMPT_SETS: dict[str, _Set] = {
     "embedded/harmful-eval": _Set(lambda: _load("embedded/harmful", "eval"), "40 embedded harmful requests"),
     "embedded/safe-eval": _Set(_embedded_safe_eval, "embedded safe prompts, borderline first"),
@@ -92,6 +98,11 @@ PROMPT_SETS: dict[str, _Set] = {
     "q_harm": _Set(_safety_eval("Q-Harm"), "Q-Harm (100)"),
     "xstest/safe": _Set(_xstest("safe"), "XSTest's 250 safe prompts"),
     "xstest/unsafe": _Set(_xstest("unsafe"), "XSTest's 200 unsafe contrast prompts"),
+    "physical_safety/safe": _Set(_safety_eval("I-PhysicalSafetySafe"), "I-PhysicalSafetySafe (100, safe advice)"),
+    "embedded/safe-contrast-dev": _Set(
+        lambda: [{"instruction": r["instruction"], "category": r["category"]} for r in _load(_CONTRAST, "dev")],
+        "35 embedded safe prompts that look harmful (development)",
+    ),
 }
 """Evaluation prompt sets by name."""
 
@@ -131,6 +142,9 @@ PAIR_SETS: dict[str, _Set] = {
     "embedded/borderline": _Set(_borderline("train"), "borderline-but-safe instructions, answers"),
     "safety_tuned_llamas": _Set(_safety_tuned_llamas, "2,483 harmful instructions with refusals"),
     "alpaca/align": _Set(_alpaca_align, "Alpaca sample rows 0-499"),
+    "embedded/safe-contrast": _Set(
+        lambda: _load("embedded/safe-contrast", "train"), "105 safe prompts that look harmful, with answers"
+    ),
 }
 """Training, probe and few-shot pair sets by name."""
 

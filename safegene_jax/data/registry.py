@@ -20,11 +20,13 @@ import numpy as np
 
 from safegene_jax.core.errors import DataError
 from safegene_jax.data import embedded
+from safegene_jax.data.safe_contrast import safe_contrast
 from safegene_jax.data.tasks import TASKS
 
 EMBEDDED = {
     "embedded/harmful": embedded.harmful,
     "embedded/benign": embedded.benign,
+    "embedded/safe-contrast": safe_contrast,
     **{f"embedded/task/{t}": (lambda split, t=t: embedded.task(t, split)) for t in TASKS},
 }
 

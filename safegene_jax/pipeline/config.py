@@ -102,7 +102,9 @@ class AlignSection(TrainConfig):
     mixed with the first ``benign`` helpful examples of ``benign_sets``. With ``benign_targets: self`` the
     benign prompts are answered by the model being aligned itself (greedy, ``self_tokens`` new tokens)
     and those answers are its targets: the fine-tune then teaches refusing without pulling the model's
-    helpful answers elsewhere, which is where over-refusal comes from."""
+    helpful answers elsewhere, which is where over-refusal comes from. ``self_or_reference``: the same, except
+    that an own answer the project's keyword judge calls a refusal is replaced by the set's answer (a refusal
+    of a safe prompt is what alignment must not teach)."""
 
     harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful"])
     harmful: int = 0
@@ -115,9 +117,10 @@ class AlignSection(TrainConfig):
         super().__post_init__()
         _pair_sets(self, "harmful_sets", "benign_sets")
         require(
-            self.benign_targets in ("reference", "self"),
+            self.benign_targets in ("reference", "self", "self_or_reference"),
             "benign_targets",
-            f"must be reference (the sets' answers) or self (the model's own), got {self.benign_targets!r}",
+            "must be reference (the sets' answers), self (the model's own) or self_or_reference (its own where "
+            f"it does not refuse), got {self.benign_targets!r}",
         )
         require(self.self_tokens >= 1, "self_tokens", f"must be >= 1, got {self.self_tokens}")
         require(self.harmful >= 0, "harmful", f"must be >= 0 (0: all), got {self.harmful}")

@@ -1,0 +1,60 @@
+"""The embedded safe prompts that look harmful: kinds, fixed disjoint splits, their named sets, and distance from
+XSTest (the held-out over-refusal set they must not copy)."""
+
+import collections
+import re
+
+import pytest
+
+from safegene_jax.core.errors import DataError
+from safegene_jax.data import registry
+from safegene_jax.data.prompt_sets import check_disjoint, normalize, pair_set, prompt_set
+from safegene_jax.data.safe_contrast import PROMPTS, safe_contrast
+
+KINDS = {
+    "homonym", "figurative", "safe_target", "safe_context", "definition", "absurd_group", "absurd_reason",
+    "history", "privacy_public", "privacy_fictional",
+}  # fmt: skip
+
+
+def test_every_kind_is_in_both_splits_and_the_splits_are_fixed_and_disjoint():
+    train, dev = safe_contrast("train"), safe_contrast("dev")
+    assert len(train) + len(dev) == len(PROMPTS) == 140 and len(dev) == 35
+    assert {r["category"] for r in train} == {r["category"] for r in dev} == KINDS
+    assert not {normalize(r["instruction"]) for r in train} & {normalize(r["instruction"]) for r in dev}
+    assert len({normalize(p) for _, p, _ in PROMPTS}) == len(PROMPTS)  # no prompt twice
+    assert all(r["response"].strip() for r in train)
+    assert safe_contrast("train") == train  # the same on every call
+    counts = collections.Counter(r["category"] for r in dev)
+    assert all(counts[k] == round(sum(1 for kind, _, _ in PROMPTS if kind == k) / 4) for k in KINDS)
+    with pytest.raises(DataError, match="embedded/safe-contrast has no split 'eval'; splits: train, dev"):
+        safe_contrast("eval")
+
+
+def test_the_named_sets_read_the_splits():
+    assert [r["instruction"] for r in pair_set("embedded/safe-contrast")] == [
+        r["instruction"] for r in safe_contrast("train")
+    ]
+    assert prompt_set("embedded/safe-contrast-dev") == [
+        {"instruction": r["instruction"], "category": r["category"]} for r in safe_contrast("dev")
+    ]
+    assert list(registry.load("embedded/safe-contrast", "dev")) == safe_contrast("dev")
+    rows = prompt_set("physical_safety/safe")
+    assert len(rows) == 100 and rows[0]["category"] == "I-PhysicalSafetySafe"
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.lower())) - {
+        "the", "a", "an", "to", "of", "in", "do", "i", "how", "what", "is", "my", "can", "why", "where", "s", "for",
+        "on", "and", "at", "does", "should", "be", "are", "not", "what's", "can't", "best", "way",
+    }  # fmt: skip
+
+
+def test_no_prompt_is_an_xstest_prompt_or_close_to_one():
+    xstest = [r["instruction"] for name in ("xstest/safe", "xstest/unsafe") for r in prompt_set(name)]
+    ours = [p for _, p, _ in PROMPTS]
+    check_disjoint({"xstest": xstest}, {"embedded/safe-contrast": ours})
+    for prompt in ours:
+        a = _words(prompt)
+        closest = max(len(a & _words(x)) / len(a | _words(x)) for x in xstest)
+        assert closest < 0.35, prompt  # content words shared with any XSTest prompt, over their union
