@@ -7,6 +7,7 @@ import pytest
 from tiny import tiny_lm
 
 from safegene_jax import data
+from safegene_jax.core.errors import ConfigError
 from safegene_jax.eval import (
     GCG_REFUSAL_STRINGS,
     REFUSAL_STRINGS,
@@ -70,17 +71,26 @@ def test_coherence_check():
     assert not repeated_sentence("I can't help with that. I can't help with that. Is there anything else?")  # twice
     assert not repeated_sentence("| 1 | 1 |\n| 2 | 2 |\n| 3 | 3 |\n| 4 | 4 |")  # rows of numbers, no sentence
     assert not repeated_sentence("Yes. Yes. Yes. Yes.")  # short words: left to the other rules
-    # ... or with a word changed here and there, the third cut off by the token limit (seen in the study)
+    # ... or with a word changed here and there, the last cut off by the token limit (seen in the study)
     assert repeated_sentence("I am not a helpful AI assistant. I am a helpful AI assistant. I am not a helpful")
-    assert repeated_sentence("1. Nuclear power is clean.\n2. Nuclear power is clean and cheap.\n3. Nuclear power is")
     assert repeated_sentence(
         "Cats are not typically considered to be suitable for marriage. They are not typically considered to be "
         "suitable for marriage. Cats are not typically considered to be"
     )
+    assert repeated_sentence("I can't help with that. I can't help with that. I can't help")  # cut, exact start
+    # parallel sentences that differ in one word of five or six are not a loop
+    assert not repeated_sentence("You can use a knife. You can use a fork. You can use a spoon.")
+    assert not repeated_sentence(
+        "It is a good idea to rest. It is a good idea to drink water. It is a good idea to see"
+    )
+    assert not repeated_sentence("Step 1: Open the app. Step 2: Open the settings. Step 3: Open the menu.")
     assert not repeated_sentence("Add the sugar to the bowl. Add the flour to the mix. Beat the eggs in a cup.")
-    assert not repeated_sentence("It is illegal to do so. It is dangerous to try. It is unethical in any case.")
-    assert not repeated_sentence("I am a helpful AI assistant. I am a helpful AI assistant.", similarity=0.6)  # twice
-    assert not repeated_sentence("Take the bus to town. Take a taxi to town. Take the train to town.", similarity=1.0)
+    assert not repeated_sentence("I can't help with that. I can't help with that. I can")  # cut, but two words
+    # one word in eight: the same sentence at the default similarity, not at 1
+    drinks = "It is important to drink plenty of water. " * 2 + "It is important to drink plenty of tea."
+    assert repeated_sentence(drinks) and not repeated_sentence(drinks, similarity=1.0)
+    with pytest.raises(ConfigError, match="similarity: must be in"):
+        repeated_sentence("a b c.", similarity=0.0)
     # ... but not lists, tables, rules, code or numbers
     assert not is_degenerate("1. Preheat the oven.\n2. Mix flour and sugar.\n3. Bake for 20 minutes.")
     assert not is_degenerate("| a | b |\n|----------------|----------|\n| 1 | 2 |")

@@ -43,11 +43,23 @@ def test_the_named_sets_read_the_splits():
     assert len(rows) == 100 and rows[0]["category"] == "I-PhysicalSafetySafe"
 
 
+_STOP = set(
+    "the a an to of in do i how what is my can why where s for on and at does should be are not what's can't best "
+    "way you your it with from that this me we our some get would could who which when there their they he she "
+    "his her its so as by or if about".split()
+)
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(word) > 4 and word.endswith(suffix):
+            return word[: -len(suffix)]
+    return word
+
+
 def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9']+", text.lower())) - {
-        "the", "a", "an", "to", "of", "in", "do", "i", "how", "what", "is", "my", "can", "why", "where", "s", "for",
-        "on", "and", "at", "does", "should", "be", "are", "not", "what's", "can't", "best", "way",
-    }  # fmt: skip
+    """Content words, crudely stemmed ("stealing" and "steal" are one word)."""
+    return {_stem(w) for w in re.findall(r"[a-z0-9']+", text.lower())} - _STOP
 
 
 def test_no_prompt_is_an_xstest_prompt_or_close_to_one():
@@ -57,4 +69,4 @@ def test_no_prompt_is_an_xstest_prompt_or_close_to_one():
     for prompt in ours:
         a = _words(prompt)
         closest = max(len(a & _words(x)) / len(a | _words(x)) for x in xstest)
-        assert closest < 0.35, prompt  # content words shared with any XSTest prompt, over their union
+        assert closest < 0.35, prompt  # stemmed content words shared with any XSTest prompt, over their union

@@ -4,6 +4,7 @@ the adapter round-trips and refuses other architectures, the baselines match the
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 from tiny import tiny_lm
@@ -207,16 +208,29 @@ def test_fit_recovers_a_known_coefficient():
     assert float(bounded.max()) <= 1.0 and bounded[1] == pytest.approx(1.0)  # projected onto [0, alpha_max]
 
 
-def test_a_fit_pinned_at_its_bound_stops_after_one_step_with_the_same_result():
-    x = jax.random.normal(jax.random.PRNGKey(1), (16, 2))
-    objective = lambda a: jnp.mean((x @ a - x @ jnp.array([1.7, 2.5])) ** 2)  # noqa: E731  wants both above 1
-    alpha, history, best = fit_coefficients(objective, jnp.ones(2), steps=20, alpha_max=1.0, patience=10)
-    assert len(history) == 1 and history[0]["stopped"] == "at a bound" and best == 0
-    np.testing.assert_array_equal(alpha, np.ones(2))
-    # one coefficient free to move: the fit goes on (alpha left init), as before
-    free = lambda a: jnp.mean((x @ a - x @ jnp.array([0.4, 2.5])) ** 2)  # noqa: E731
-    alpha, history, _ = fit_coefficients(free, jnp.ones(2), steps=20, learning_rate=0.05, alpha_max=1.0, patience=20)
+def test_a_fit_pinned_at_init_stops_after_one_step_with_the_same_result():
+    x = jax.random.normal(jax.random.PRNGKey(1), (16, 3))
+    # the first coefficient wants to go above its bound 1, the second below its bound 0, the third is at its
+    # optimum (zero gradient): nothing can move
+    target = jnp.array([1.7, -0.5, 0.0])
+    objective = lambda a: jnp.mean((x[:, :2] @ a[:2] - x[:, :2] @ target[:2]) ** 2) + a[2] ** 2 * 0  # noqa: E731
+    init = jnp.array([1.0, 0.0, 0.0])
+    alpha, history, best = fit_coefficients(objective, init, steps=20, alpha_max=1.0, patience=10)
+    assert len(history) == 1 and history[0]["stopped"] == "at init" and best == 0
+    np.testing.assert_array_equal(alpha, np.asarray(init))
+    # what the stop skips: ten more projected Adam steps, every one of them leaving alpha at init
+    opt = optax.adam(0.05)
+    a, state = init, opt.init(init)
+    for _ in range(10):
+        updates, state = opt.update(jax.grad(objective)(a), state, a)
+        a = jnp.clip(optax.apply_updates(a, updates), 0.0, 1.0)
+        np.testing.assert_array_equal(a, init)
+    # one coefficient free to move: the fit goes on, as before
+    free = lambda a: jnp.mean((x[:, :2] @ a[:2] - x[:, :2] @ jnp.array([0.4, 2.5])) ** 2)  # noqa: E731
+    alpha, history, _ = fit_coefficients(free, jnp.ones(3), steps=20, learning_rate=0.05, alpha_max=1.0, patience=20)
     assert len(history) == 20 and "stopped" not in history[0] and alpha[0] < 0.9 and alpha[1] == 1.0
+    with pytest.raises(sg.SafeGeneError, match="learning_rate must be a number"):
+        fit_coefficients(free, jnp.ones(3), learning_rate=lambda step: 0.1)
 
 
 def test_first_step_inputs_are_placed_like_the_steps_outputs(eight_devices):

@@ -255,25 +255,31 @@ def test_self_targets_answer_the_benign_prompts_with_the_model_being_aligned(tmp
         load_config(overrides=["align.benign_targets=theirs"])
 
 
-def test_own_answers_that_refuse_give_way_to_the_sets_answers(tmp_path, monkeypatch):
+def test_own_answers_that_refuse_loop_or_are_empty_give_way_to_the_sets_answers(monkeypatch):
     from safegene_jax.eval import runs
     from safegene_jax.train import uses
 
-    benign = pair_set("embedded/benign", 3)
-    answers = ["Sure: first, ...", "I'm sorry, but I can't help with that.", ""]
+    benign = pair_set("embedded/benign", 4)
+    answers = [
+        "Sure: first, do this. Then do th",
+        "I'm sorry, but I can't help with that.",
+        "",
+        "I like it. I like it. I like it. I like it.",
+    ]
     monkeypatch.setattr(runs, "respond", lambda lm, prompts, **kw: answers[: len(prompts)])
     seen = {}
     monkeypatch.setattr(uses, "sft", lambda lm, pairs, cfg, **kw: seen.__setitem__("pairs", dict(pairs)))
-    cfg = load_config("quick", ["align.benign=3", "align.benign_targets=self_or_reference"])
-    with pytest.warns(UserWarning, match="the model refused 1 of 3 benign prompts; their sets' answers are trained"):
+    cfg = load_config("quick", ["align.benign=4", "align.benign_targets=self_or_reference"])
+    with pytest.warns(
+        UserWarning, match="3 of 4 own answers refuse, loop or are empty; their sets' answers are trained"
+    ):
         jobs.align_model(None, cfg)
     pairs = seen["pairs"]
-    assert pairs[benign[0]["instruction"]] == answers[0]
-    assert pairs[benign[1]["instruction"]] == benign[1]["response"]  # the refusal is not trained
-    assert benign[2]["instruction"] not in pairs  # an empty answer is dropped
-    jobs.align_model(None, load_config("quick", ["align.benign=3", "align.benign_targets=self"]))
-    assert seen["pairs"][benign[1]["instruction"]] == answers[1]  # self keeps the model's own refusal
-    assert jobs.own_answers(benign[:1], [answers[1]], keep_refusals=True)[0]["response"] == answers[1]
+    assert pairs[benign[0]["instruction"]] == "Sure: first, do this."  # cut after its last whole sentence
+    assert [pairs[r["instruction"]] for r in benign[1:]] == [r["response"] for r in benign[1:]]
+    jobs.align_model(None, load_config("quick", ["align.benign=4", "align.benign_targets=self"]))
+    assert seen["pairs"][benign[1]["instruction"]] == answers[1]  # self trains the model's own refusal
+    assert benign[2]["instruction"] not in seen["pairs"]  # and drops an empty answer
 
 
 def test_aligned_targets_keep_only_the_aligned_models_fitting_answers():

@@ -153,11 +153,14 @@ def fit_coefficients(
 
     Returns ``(best_alpha, history, best_step)``; "best" is by ``val_objective(alpha, *val_operands)`` when
     given (early stopping after ``patience`` steps without improvement), else by the training objective. When
-    the first step leaves ``alpha`` at ``init`` (every coefficient at a bound its gradient pushes against) the
-    fit ends at once: every later step would repeat it exactly.
+    the first step leaves ``alpha`` at ``init`` (every coefficient at a bound its gradient pushes against, or
+    with a zero gradient) the fit ends at once, its record marked ``"stopped": "at init"``: with a constant
+    learning rate every later step would repeat it exactly.
     Each history record has the step's losses and wall time (the first includes compilation). ``progress``:
     a label for a progress bar over the steps (none without).
     """
+    if not isinstance(learning_rate, int | float):
+        raise SafeGeneError(f"learning_rate must be a number, got {type(learning_rate).__name__}")
     init = jnp.clip(jnp.asarray(init, jnp.float32), 0.0, alpha_max)
     opt = optax.adam(learning_rate)
 
@@ -176,7 +179,7 @@ def fit_coefficients(
         val_jit = jax.jit(lambda a, ops: val_objective(a, *ops))
         val = lambda a: val_jit(a, val_ops)  # noqa: E731
     alpha, state = _placed_with(operands, (init, opt.init(init)))
-    best_alpha, best_value, best_step, since, moved = np.asarray(init), np.inf, 0, 0, False
+    best_alpha, best_value, best_step, since = np.asarray(init), np.inf, 0, 0
     history: list[dict] = []
     bar = None
     if progress:
@@ -205,15 +208,12 @@ def fit_coefficients(
             since += 1
             if since >= patience:
                 break
-        if np.array_equal(np.asarray(alpha), current):
-            if not moved:
-                # alpha never left init: every coefficient sits at a bound its (so far constant) gradient pushes
-                # against, or has a zero gradient; Adam's moments stay proportional to that gradient, so every
-                # later step would see the same alpha, gradient and values: stop now
-                record["stopped"] = "at a bound"
-                break
-        else:
-            moved = True
+        if i == 0 and np.array_equal(np.asarray(alpha), current):
+            # the first step left alpha at init: every coefficient sits at a bound its gradient pushes against,
+            # or has a zero gradient (the l2 term's is zero at init). The gradient then stays the same, Adam's
+            # update m/(sqrt(v)+eps) with it, and so would every later step's alpha and values: stop now
+            record["stopped"] = "at init"
+            break
     if bar is not None:
         bar.close()
     return best_alpha, history, best_step

@@ -103,8 +103,9 @@ class AlignSection(TrainConfig):
     benign prompts are answered by the model being aligned itself (greedy, ``self_tokens`` new tokens)
     and those answers are its targets: the fine-tune then teaches refusing without pulling the model's
     helpful answers elsewhere, which is where over-refusal comes from. ``self_or_reference``: the same, except
-    that an own answer the project's keyword judge calls a refusal is replaced by the set's answer (a refusal
-    of a safe prompt is what alignment must not teach)."""
+    that an own answer the project's judge calls a refusal (a refusal of a safe prompt is what alignment must
+    not teach), a loop, or empty is replaced by the set's answer, and the others are cut after their last whole
+    sentence (as :func:`~safegene_jax.pipeline.jobs.own_words` does)."""
 
     harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful"])
     harmful: int = 0

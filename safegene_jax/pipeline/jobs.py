@@ -139,36 +139,18 @@ def align_model(lm: Any, cfg: PipelineConfig, **train_kw) -> Any:
         prompts = [r["instruction"] for r in benign]
         progress = "own answers" if train_kw.get("progress", True) else None
         answers = respond(lm, prompts, max_new_tokens=a.self_tokens, batch_size=32, progress=progress)
-        if a.benign_targets == "self_or_reference":
-            from safegene_jax.eval.judges import is_refusal
-
-            refused = sum(is_refusal(ans) for ans in answers if ans.strip())
-            if refused:
+        if a.benign_targets == "self":
+            benign = [{**r, "response": ans} for r, ans in zip(benign, answers) if ans.strip()]
+        else:  # self_or_reference
+            own = own_words(benign, answers, refusals=False)
+            kept = sum(o is r for o, r in zip(own, benign))
+            if kept:
                 warnings.warn(
-                    f"the model refused {refused} of {len(benign)} benign prompts; their sets' answers are trained",
+                    f"{kept} of {len(benign)} own answers refuse, loop or are empty; their sets' answers are trained",
                     stacklevel=2,
                 )
-        benign = own_answers(benign, answers, keep_refusals=a.benign_targets == "self")
+            benign = own
     return align(lm, harmful, benign, train_config(a, cfg), **train_kw)
-
-
-def own_answers(records: Sequence[dict], answers: Sequence[str], keep_refusals: bool = False) -> list[dict]:
-    """``records`` with the model's own ``answers`` as their responses; empty answers are dropped, and answers
-    the project's keyword judge calls refusals keep the record's own response (unless ``keep_refusals``).
-
-    Example:
-        >>> rows = [{"instruction": "Kill a stuck process?", "response": "Run kill <pid>."}]
-        >>> own_answers(rows, ["I'm sorry, I can't help with that."])[0]["response"]
-        'Run kill <pid>.'
-    """
-    from safegene_jax.eval.judges import is_refusal
-
-    out = []
-    for r, ans in zip(records, answers, strict=True):
-        if not ans.strip():
-            continue
-        out.append(r if not keep_refusals and is_refusal(ans) else {**r, "response": ans})
-    return out
 
 
 def degrade_model(aligned: Any, cfg: PipelineConfig, **train_kw) -> Any:
