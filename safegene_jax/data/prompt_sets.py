@@ -143,7 +143,7 @@ PAIR_SETS: dict[str, _Set] = {
     "safety_tuned_llamas": _Set(_safety_tuned_llamas, "2,483 harmful instructions with refusals"),
     "alpaca/align": _Set(_alpaca_align, "Alpaca sample rows 0-499"),
     "embedded/safe-contrast": _Set(
-        lambda: _load("embedded/safe-contrast", "train"), "105 safe prompts that look harmful, with answers"
+        lambda: _load(_CONTRAST, "train"), "105 safe prompts that look harmful, with answers"
     ),
 }
 """Training, probe and few-shot pair sets by name."""

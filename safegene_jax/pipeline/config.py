@@ -121,7 +121,7 @@ class AlignSection(TrainConfig):
             self.benign_targets in ("reference", "self", "self_or_reference"),
             "benign_targets",
             "must be reference (the sets' answers), self (the model's own) or self_or_reference (its own where "
-            f"it does not refuse), got {self.benign_targets!r}",
+            f"it does not refuse, loop or stay empty), got {self.benign_targets!r}",
         )
         require(self.self_tokens >= 1, "self_tokens", f"must be >= 1, got {self.self_tokens}")
         require(self.harmful >= 0, "harmful", f"must be >= 0 (0: all), got {self.harmful}")
