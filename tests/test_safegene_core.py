@@ -218,6 +218,12 @@ def test_a_fit_pinned_at_init_stops_after_one_step_with_the_same_result():
     alpha, history, best = fit_coefficients(objective, init, steps=20, alpha_max=1.0, patience=10)
     assert len(history) == 1 and history[0]["stopped"] == "at init" and best == 0
     np.testing.assert_array_equal(alpha, np.asarray(init))
+    # its held-out value could choose nothing but init: not computed, its program not even traced
+    traced = []
+    val = lambda a: traced.append(1) or objective(a)  # noqa: E731
+    alpha, history, best = fit_coefficients(objective, init, steps=20, alpha_max=1.0, patience=10, val_objective=val)
+    assert len(history) == 1 and "val_loss" not in history[0] and not traced and best == 0
+    np.testing.assert_array_equal(alpha, np.asarray(init))
     # what the stop skips: ten more projected Adam steps, every one of them leaving alpha at init
     opt = optax.adam(0.05)
     a, state = init, opt.init(init)

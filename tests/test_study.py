@@ -22,8 +22,8 @@ from safegene_jax.pipeline.results import analyse, dominates, label
 from safegene_jax.pipeline.runner import selected
 
 STUDY = load_config("study-smollm2")
-# the study with every sweep, and the ablations on two models (the shipped config runs the first point of each
-# sweep, and the four ablations on the five first-generation task models)
+# the study with other sweeps, and the ablations on two models (the shipped config sweeps three values of each
+# method but task arithmetic's two, and runs the four ablations on the five first-generation task models)
 SWEEPS = [
     "compare.methods=[safegene, resta, safe_lora, task_arithmetic]",
     "compare.safegene_scales=[1.0, 0.5, 1.5]",
@@ -312,6 +312,56 @@ def test_aligned_targets_need_the_references_stage(tmp_path):
     for bad in ("recalibrate.scales=[]", "recalibrate.scales=[1.0, -1]", "recalibrate.check_tokens=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config("quick", [bad])
+
+
+def _rows(scores: dict) -> tuple[list, list]:
+    asked: list = []
+
+    def row_of(scale):
+        asked.append(scale)
+        return {"scale": scale, "score": scores[scale]}
+
+    return asked, jobs.climb(list(scores), row_of)
+
+
+def test_the_check_climb_picks_the_grids_scale_where_the_score_has_one_peak():
+    best = lambda rows: max(rows, key=jobs._rank)["scale"]  # noqa: E731
+    grid = [0.5, 0.75, 1.0, 1.5, 2.0, 2.5]
+    for peak in grid:  # a score rising to one peak and falling: the climb finds it, asking each scale once
+        scores = {s: -abs(math.log(s / peak)) for s in grid}
+        asked, rows = _rows(scores)
+        assert best(rows) == peak and len(asked) == len(set(asked)) <= len(grid)
+        assert [r["scale"] for r in rows] == sorted(asked)  # the table in the scales' order
+    asked, _ = _rows({s: -abs(math.log(s)) for s in grid})
+    assert sorted(asked) == [0.75, 1.0, 1.5]  # the peak at 1: three scales answered instead of six
+    # two peaks: it keeps the one it climbed (the grid would take 2.0)
+    asked, rows = _rows({0.5: 0.1, 0.75: 0.3, 1.0: 0.2, 1.5: 0.0, 2.0: 0.4})
+    assert best(rows) == 0.75 and 2.0 not in asked
+    # ties go to the scale nearest 1, as in the grid; one scale: that one
+    asked, rows = _rows({0.5: 0.2, 1.0: 0.2, 2.0: 0.2})
+    assert best(rows) == 1.0
+    assert _rows({3.0: 0.0})[1] == [{"scale": 3.0, "score": 0.0}]
+
+
+def test_check_search_is_validated_and_enters_cache_keys_only_when_it_is_not_grid(tmp_path):
+    with pytest.raises(ConfigError, match="recalibrate.check_search: must be grid .* or climb"):
+        load_config("quick", ["recalibrate.check_search=hill"])
+    keys = {
+        v: {p.name: p.key for p in plan(load_config("quick", [f"out_dir={tmp_path}", f"recalibrate.check_search={v}"]))}
+        for v in ("grid", "climb")
+    }
+    changed = {n for n in keys["grid"] if keys["grid"][n] != keys["climb"][n]}
+    assert "recalibrate/arithmetic" in changed and "eval/arithmetic/safegene" in changed
+    assert "finetune/arithmetic" not in changed and "eval/arithmetic/task" not in changed
+    # grid is what the check did before the key existed: a config without the key has grid's keys
+    from safegene_jax.pipeline import stages
+
+    cfg = load_config("quick", [f"out_dir={tmp_path}", "recalibrate.check_search=grid"])
+    d = cfg.to_dict()
+    stage = next(p.stage for p in plan(cfg) if p.name == "recalibrate/arithmetic")
+    without = dict(d, recalibrate={k: v for k, v in d["recalibrate"].items() if k != "check_search"})
+    assert stages._material(d, stage) == stages._material(without, stage)
+    assert "check_search" not in stages._material(d, stage)["recalibrate"]
 
 
 def test_a_generation_checked_scale_multiplies_every_coefficient():

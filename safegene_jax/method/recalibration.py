@@ -155,7 +155,8 @@ def fit_coefficients(
     given (early stopping after ``patience`` steps without improvement), else by the training objective. When
     the first step leaves ``alpha`` at ``init`` (every coefficient at a bound its gradient pushes against, or
     with a zero gradient) the fit ends at once, its record marked ``"stopped": "at init"``: with a constant
-    learning rate every later step would repeat it exactly.
+    learning rate every later step would repeat it exactly; that record has no held-out value (it could
+    choose nothing but ``init``), so the held-out objective is never compiled.
     Each history record has the step's losses and wall time (the first includes compilation). ``progress``:
     a label for a progress bar over the steps (none without).
     """
@@ -192,7 +193,12 @@ def fit_coefficients(
         alpha, state, loss = step(alpha, state, operands)
         record = {"step": i, "train_loss": float(loss)}
         value = float(loss)
-        if val is not None:
+        # the first step left alpha at init: every coefficient sits at a bound its gradient pushes against, or
+        # has a zero gradient (the l2 term's is zero at init). The gradient then stays the same, Adam's update
+        # m/(sqrt(v)+eps) with it, and so would every later step's alpha and values: stop now. The held-out
+        # value could choose nothing but init, so it is not computed (nor its program compiled)
+        at_init = i == 0 and np.isfinite(value) and np.array_equal(np.asarray(alpha), current)
+        if val is not None and not at_init:
             value = float(val(jnp.asarray(current)))
             record["val_loss"] = value
         record["seconds"] = time.perf_counter() - t0
@@ -202,18 +208,16 @@ def fit_coefficients(
             bar.set_postfix(loss=f"{value:.4f}")
         if not np.isfinite(value):
             raise SafeGeneError(f"recalibration loss became {value} at step {i}; lower the learning rate")
+        if at_init:
+            record["stopped"] = "at init"
+            best_alpha, best_step = current, 0
+            break
         if value < best_value - 1e-6:
             best_alpha, best_value, best_step, since = current, value, i, 0
         else:
             since += 1
             if since >= patience:
                 break
-        if i == 0 and np.array_equal(np.asarray(alpha), current):
-            # the first step left alpha at init: every coefficient sits at a bound its gradient pushes against,
-            # or has a zero gradient (the l2 term's is zero at init). The gradient then stays the same, Adam's
-            # update m/(sqrt(v)+eps) with it, and so would every later step's alpha and values: stop now
-            record["stopped"] = "at init"
-            break
     if bar is not None:
         bar.close()
     return best_alpha, history, best_step

@@ -213,6 +213,9 @@ class SelectSection:
         require(self.rank >= 0, "rank", "must be >= 0 (0: dense vector)")
 
 
+CHECK_SEARCHES = ("grid", "climb")
+
+
 @dataclasses.dataclass(frozen=True)
 class RecalibrateSection(RecalibrationConfig):
     """Few-shot coefficients per task model: the recalibration options, plus where the shots come from, how
@@ -226,7 +229,9 @@ class RecalibrateSection(RecalibrationConfig):
     harmful shots) and the borderline prompts greedily (``check_tokens`` new tokens) with the coefficients
     times each scale, and keeps the scale whose answers refuse the harmful prompts most while refusing the
     borderline ones and looping least: the teacher-forced objective cannot see that past a point the
-    patched model loops instead of refusing."""
+    patched model loops instead of refusing. ``check_search``: ``grid`` answers at every scale; ``climb``
+    starts at the scale nearest 1 and moves to a better neighbor (in sorted order) while there is one, so it
+    answers at 3-4 scales where the score rises to one peak and falls (it then picks what the grid picks)."""
 
     harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-fewshot"])
     benign_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/benign-fewshot"])
@@ -238,6 +243,7 @@ class RecalibrateSection(RecalibrationConfig):
     check_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-fewshot"])
     check_prompts: int = 24
     check_tokens: int = 32
+    check_search: str = "climb"
 
     def __post_init__(self):
         super().__post_init__()
@@ -255,6 +261,12 @@ class RecalibrateSection(RecalibrationConfig):
             f"must be a non-empty list of positive multipliers, got {self.scales!r}",
         )
         require(self.check_tokens >= 1, "check_tokens", f"must be >= 1, got {self.check_tokens}")
+        require(
+            self.check_search in CHECK_SEARCHES,
+            "check_search",
+            f"must be grid (every scale) or climb (from the scale nearest 1 to a better neighbor while there is "
+            f"one), got {self.check_search!r}",
+        )
         require(self.check_prompts >= 0, "check_prompts", f"must be >= 0, got {self.check_prompts}")
         _pair_sets(self, "check_sets", empty=True)
 

@@ -155,6 +155,11 @@ def _lookup(d: dict, dotted: str) -> Any:
     return node
 
 
+ADDED_KEYS = {"recalibrate.check_search": "grid"}
+"""Config keys added after runs were cached, each with the value that does what the code did before the key
+existed. At that value the key stays out of cache keys, so those runs stay cached; at any other, it enters."""
+
+
 def _material(d: dict, stage: Stage) -> dict:
     out = {}
     for key in stage.reads:
@@ -162,6 +167,10 @@ def _material(d: dict, stage: Stage) -> dict:
         for ignored in stage.ignores:
             if ignored.startswith(key + ".") and isinstance(value, dict):
                 value = {k: v for k, v in value.items() if k != ignored[len(key) + 1 :]}
+        for added, before in ADDED_KEYS.items():
+            leaf = added[len(key) + 1 :]
+            if added.startswith(key + ".") and isinstance(value, dict) and value.get(leaf, before) == before:
+                value = {k: v for k, v in value.items() if k != leaf}
         out[key] = value
     return out
 
