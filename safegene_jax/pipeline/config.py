@@ -231,7 +231,8 @@ class RecalibrateSection(RecalibrationConfig):
     borderline ones and looping least: the teacher-forced objective cannot see that past a point the
     patched model loops instead of refusing. ``check_search``: ``grid`` answers at every scale; ``climb``
     starts at the scale nearest 1 and moves to a better neighbor (in sorted order) while there is one, so it
-    answers at 3-4 scales where the score rises to one peak and falls (it then picks what the grid picks)."""
+    answers at 3-5 scales; where the score rises to one peak and falls it picks what the grid picks, where
+    the score has two peaks it may keep the lesser one."""
 
     harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-fewshot"])
     benign_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/benign-fewshot"])
@@ -243,7 +244,7 @@ class RecalibrateSection(RecalibrationConfig):
     check_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-fewshot"])
     check_prompts: int = 24
     check_tokens: int = 32
-    check_search: str = "climb"
+    check_search: str = "grid"
 
     def __post_init__(self):
         super().__post_init__()
