@@ -224,6 +224,10 @@ def test_a_fit_pinned_at_init_stops_after_one_step_with_the_same_result():
     alpha, history, best = fit_coefficients(objective, init, steps=20, alpha_max=1.0, patience=10, val_objective=val)
     assert len(history) == 1 and "val_loss" not in history[0] and not traced and best == 0
     np.testing.assert_array_equal(alpha, np.asarray(init))
+    # a training loss that is not finite is an error, whatever the held-out value says
+    broken = lambda a: jnp.inf + 0.0 * jnp.sum(a)  # noqa: E731
+    with pytest.raises(sg.SafeGeneError, match="recalibration loss became inf at step 0"):
+        fit_coefficients(broken, init, steps=20, alpha_max=1.0, val_objective=lambda a: jnp.sum(a))
     # what the stop skips: ten more projected Adam steps, every one of them leaving alpha at init
     opt = optax.adam(0.05)
     a, state = init, opt.init(init)

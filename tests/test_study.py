@@ -309,6 +309,8 @@ def test_aligned_targets_need_the_references_stage(tmp_path):
     assert "references" not in [p.name for p in plan(load_config("quick", [f"out_dir={tmp_path}"]))]
     with pytest.raises(ConfigError, match="recalibrate.targets"):
         load_config("quick", ["recalibrate.targets=mine"])
+    with pytest.raises(ConfigError, match=r"recalibrate.scales: repeats a value: \[0.5, 1.0, 1.0\]"):
+        load_config("quick", ["recalibrate.scales=[0.5, 1.0, 1.0]"])
     for bad in ("recalibrate.scales=[]", "recalibrate.scales=[1.0, -1]", "recalibrate.check_tokens=0"):
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             load_config("quick", [bad])
@@ -341,6 +343,13 @@ def test_the_check_climb_picks_the_grids_scale_where_the_score_has_one_peak():
     asked, rows = _rows({0.5: 0.2, 1.0: 0.2, 2.0: 0.2})
     assert best(rows) == 1.0
     assert _rows({3.0: 0.0})[1] == [{"scale": 3.0, "score": 0.0}]
+    # a flat stretch is crossed (the tie-break toward 1 does not stop it short of a higher score past it)
+    asked, rows = _rows({0.5: 0.0, 1.0: 0.2, 1.5: 0.2, 2.0: 0.5, 2.5: 0.1})
+    assert best(rows) == 2.0 and sorted(asked) == [0.5, 1.0, 1.5, 2.0, 2.5]
+    # a repeated scale is answered once
+    asked = []
+    rows = jobs.climb([0.5, 1.0, 1.0, 2.0], lambda s: asked.append(s) or {"scale": s, "score": s})
+    assert best(rows) == 2.0 and sorted(asked) == [0.5, 1.0, 2.0]
 
 
 def test_check_search_is_validated_and_enters_cache_keys_only_when_it_is_not_grid(tmp_path):

@@ -193,11 +193,13 @@ def fit_coefficients(
         alpha, state, loss = step(alpha, state, operands)
         record = {"step": i, "train_loss": float(loss)}
         value = float(loss)
+        if not np.isfinite(value):
+            raise SafeGeneError(f"recalibration loss became {value} at step {i}; lower the learning rate")
         # the first step left alpha at init: every coefficient sits at a bound its gradient pushes against, or
         # has a zero gradient (the l2 term's is zero at init). The gradient then stays the same, Adam's update
         # m/(sqrt(v)+eps) with it, and so would every later step's alpha and values: stop now. The held-out
         # value could choose nothing but init, so it is not computed (nor its program compiled)
-        at_init = i == 0 and np.isfinite(value) and np.array_equal(np.asarray(alpha), current)
+        at_init = i == 0 and np.array_equal(np.asarray(alpha), current)
         if val is not None and not at_init:
             value = float(val(jnp.asarray(current)))
             record["val_loss"] = value

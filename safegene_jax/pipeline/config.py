@@ -261,6 +261,7 @@ class RecalibrateSection(RecalibrationConfig):
             "scales",
             f"must be a non-empty list of positive multipliers, got {self.scales!r}",
         )
+        require(len(set(self.scales)) == len(self.scales), "scales", f"repeats a value: {self.scales}")
         require(self.check_tokens >= 1, "check_tokens", f"must be >= 1, got {self.check_tokens}")
         require(
             self.check_search in CHECK_SEARCHES,

@@ -411,16 +411,17 @@ def _rank(row: dict) -> tuple:
 
 
 def climb(scales: list[float], row_of: Callable[[float], dict]) -> list[dict]:
-    """The rows a hill climb over ``scales`` (sorted) asks ``row_of`` for: it starts at the scale nearest 1 and
-    moves to its better neighbor (by :func:`_rank`) while one is better. The best row it saw is the best of a
-    grid wherever the score rises to one peak and falls.
+    """The rows a hill climb over ``scales`` (sorted, each once) asks ``row_of`` for: it starts at the scale
+    nearest 1 and moves to the best (by :func:`_rank`) of its neighbors not yet visited whose score is at least
+    its own, while there is one; so it crosses a flat stretch. The best row it saw is the best of a grid
+    wherever the score rises to one peak and falls.
 
     Example:
         >>> score = {0.5: 0.1, 0.75: 0.3, 1.0: 0.2, 1.5: 0.0, 2.0: 0.4}
         >>> [r["scale"] for r in climb(list(score), lambda s: {"scale": s, "score": score[s]})]
         [0.5, 0.75, 1.0, 1.5]
     """
-    order = sorted(scales)
+    order = sorted(set(scales))
     rows: dict[int, dict] = {}
 
     def row(i: int) -> dict:
@@ -429,11 +430,15 @@ def climb(scales: list[float], row_of: Callable[[float], dict]) -> list[dict]:
         return rows[i]
 
     i = min(range(len(order)), key=lambda j: abs(np.log(order[j])))
+    visited = {i}
     while True:
-        best = max((j for j in (i, i - 1, i + 1) if 0 <= j < len(order)), key=lambda j: _rank(row(j)))
-        if best == i:
+        here = round(row(i)["score"], 9)
+        ahead = [j for j in (i - 1, i + 1) if 0 <= j < len(order) and j not in visited]
+        ahead = [j for j in ahead if round(row(j)["score"], 9) >= here]
+        if not ahead:
             return [rows[j] for j in sorted(rows)]
-        i = best
+        i = max(ahead, key=lambda j: _rank(row(j)))
+        visited.add(i)
 
 
 def check_scales(task_lm: Any, adapter: Any, coeffs: Any, cfg: PipelineConfig, progress: bool = False) -> tuple:
