@@ -203,16 +203,15 @@ def fit_coefficients(
         if val is not None and not at_init:
             value = float(val(jnp.asarray(current)))
             record["val_loss"] = value
+            if not np.isfinite(value):
+                raise SafeGeneError(f"recalibration held-out loss became {value} at step {i}; lower the learning rate")
         record["seconds"] = time.perf_counter() - t0
         history.append(record)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{value:.4f}")
-        if not np.isfinite(value):
-            raise SafeGeneError(f"recalibration loss became {value} at step {i}; lower the learning rate")
-        if at_init:
+        if at_init:  # best_alpha is init and best_step 0 already
             record["stopped"] = "at init"
-            best_alpha, best_step = current, 0
             break
         if value < best_value - 1e-6:
             best_alpha, best_value, best_step, since = current, value, i, 0

@@ -230,9 +230,9 @@ class RecalibrateSection(RecalibrationConfig):
     times each scale, and keeps the scale whose answers refuse the harmful prompts most while refusing the
     borderline ones and looping least: the teacher-forced objective cannot see that past a point the
     patched model loops instead of refusing. ``check_search``: ``grid`` answers at every scale; ``climb``
-    starts at the scale nearest 1 and moves to a better neighbor (in sorted order) while there is one, so it
-    answers at 3-5 scales; where the score rises to one peak and falls it picks what the grid picks, where
-    the score has two peaks it may keep the lesser one."""
+    starts at the scale nearest 1 and moves to the best neighbor (in sorted order) not yet answered that scores
+    at least as well, while there is one, so it answers at 3-5 scales; where the score rises to one peak and
+    falls it picks what the grid picks, where the score has two peaks it may keep the lesser one."""
 
     harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-fewshot"])
     benign_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/benign-fewshot"])
@@ -266,8 +266,8 @@ class RecalibrateSection(RecalibrationConfig):
         require(
             self.check_search in CHECK_SEARCHES,
             "check_search",
-            f"must be grid (every scale) or climb (from the scale nearest 1 to a better neighbor while there is "
-            f"one), got {self.check_search!r}",
+            f"must be grid (every scale) or climb (from the scale nearest 1 to a neighbor at least as good while "
+            f"there is one), got {self.check_search!r}",
         )
         require(self.check_prompts >= 0, "check_prompts", f"must be >= 0, got {self.check_prompts}")
         _pair_sets(self, "check_sets", empty=True)
