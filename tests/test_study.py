@@ -282,6 +282,60 @@ def test_own_answers_that_refuse_loop_or_are_empty_give_way_to_the_sets_answers(
     assert benign[2]["instruction"] not in seen["pairs"]  # and drops an empty answer
 
 
+def test_a_degraded_copy_can_keep_the_aligned_models_answers_to_benign_prompts(monkeypatch, tmp_path):
+    from safegene_jax.eval import runs
+    from safegene_jax.train import uses
+
+    benign = pair_set("embedded/safe-contrast", 3)
+    answers = ["Sure: you kill a process with kill. Then it st", "I'm sorry, but I can't help with that.", ""]
+    asked = {}
+    monkeypatch.setattr(runs, "respond", lambda lm, prompts, **kw: asked.update(kw, prompts=prompts) or answers)
+    seen = {}
+    monkeypatch.setattr(uses, "sft", lambda lm, pairs, cfg, **kw: seen.__setitem__("pairs", list(pairs)))
+    overrides = ["degrade.benign_sets=[embedded/safe-contrast]", "degrade.benign=3", "degrade.self_tokens=7"]
+    jobs.degrade_model(None, load_config("quick", overrides))
+    pairs = dict(seen["pairs"])
+    assert asked["prompts"] == [r["instruction"] for r in benign] and asked["max_new_tokens"] == 7
+    # the aligned model's own answers, cut after their last whole sentence, refusals too; an empty one dropped
+    assert pairs[benign[0]["instruction"]] == "Sure: you kill a process with kill."
+    assert pairs[benign[1]["instruction"]] == answers[1] and benign[2]["instruction"] not in pairs
+    harmful = pair_set("embedded/harmful")
+    assert all(pairs[r["instruction"]] == r["target"] for r in harmful) and len(pairs) == len(harmful) + 2
+    assert [p for p, _ in seen["pairs"]] != [r["instruction"] for r in harmful][: len(seen["pairs"])]  # shuffled
+    # without benign prompts: the harmful targets alone, in their order, and the model is not asked anything
+    asked.clear()
+    jobs.degrade_model(None, load_config("quick"))
+    assert seen["pairs"] == [(r["instruction"], r["target"]) for r in harmful] and not asked
+
+
+def test_degrade_benign_is_validated_and_enters_cache_keys_only_when_set(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="degrade.benign: is 4 but benign_sets is empty"):
+        load_config("quick", ["degrade.benign=4"])
+    with pytest.raises(ConfigError, match="degrade.benign: must be >= 0"):
+        load_config("quick", ["degrade.benign=-1", "degrade.benign_sets=[embedded/benign]"])
+    with pytest.raises(ConfigError, match="degrade.benign_sets: unknown set 'nope'"):
+        load_config("quick", ["degrade.benign_sets=[nope]"])
+    with pytest.raises(ConfigError, match="degrade.self_tokens: must be >= 1"):
+        load_config("quick", ["degrade.self_tokens=0"])
+    base = {p.name: p.key for p in plan(load_config("quick", [f"out_dir={tmp_path}"]))}
+    same = ["degrade.benign_sets=[]", "degrade.benign=0", "degrade.self_tokens=96"]
+    assert {p.name: p.key for p in plan(load_config("quick", [f"out_dir={tmp_path}", *same]))} == base
+    kept = ["degrade.benign_sets=[embedded/benign]", "degrade.benign=8"]
+    keys = {p.name: p.key for p in plan(load_config("quick", [f"out_dir={tmp_path}", *kept]))}
+    changed = {n for n in base if base[n] != keys[n]}
+    assert {"degrade", "adapter", "recalibrate/arithmetic", "eval/arithmetic/safegene"} <= changed
+    assert not {"align", "finetune/arithmetic", "eval/arithmetic/task"} & changed
+    # a held-out prompt in the sets the copy keeps (and in no other set the run reads) is an overlap like any other
+    leaked = {"instruction": prompt_set("xstest/safe")[3]["instruction"], "response": "Here you go."}
+    sets = dict(prompt_sets.PAIR_SETS)
+    sets["embedded/safe-contrast"] = prompt_sets._Set(lambda: [leaked], "a set that leaks a held-out prompt")
+    monkeypatch.setattr(prompt_sets, "PAIR_SETS", sets)
+    held = ["eval.safe_sets=[xstest/safe]", "eval.safe=0", "degrade.benign=8"]
+    jobs.check_held_out(load_config("quick", [*held, "degrade.benign_sets=[embedded/benign]"]))
+    with pytest.raises(DataError, match="held-out set xstest/safe overlaps embedded/safe-contrast"):
+        jobs.check_held_out(load_config("quick", [*held, "degrade.benign_sets=[embedded/safe-contrast]"]))
+
+
 def test_aligned_targets_keep_only_the_aligned_models_fitting_answers():
     rows = [{"instruction": f"q{i}", "response": f"reference {i}"} for i in range(4)]
     answers = [
@@ -371,6 +425,80 @@ def test_check_search_is_validated_and_enters_cache_keys_only_when_it_is_not_gri
     without = dict(d, recalibrate={k: v for k, v in d["recalibrate"].items() if k != "check_search"})
     assert stages._material(d, stage) == stages._material(without, stage)
     assert "check_search" not in stages._material(d, stage)["recalibrate"]
+
+
+def test_the_check_can_answer_more_safe_prompts_than_the_borderline_shots(tmp_path, monkeypatch):
+    from safegene_jax.eval import runs
+
+    shots = [r["instruction"] for r in pair_set("embedded/borderline", STUDY.recalibrate.shots)]
+    assert [r["instruction"] for r in jobs.check_borderline(STUDY)] == shots  # without the sets: the shots
+    more = load_config("study-smollm2", ["recalibrate.check_borderline_sets=[embedded/safe-contrast]"])
+    assert [r["instruction"] for r in jobs.check_borderline(more)] == [
+        r["instruction"] for r in pair_set("embedded/safe-contrast")
+    ]
+    some = load_config(
+        "study-smollm2",
+        ["recalibrate.check_borderline_sets=[embedded/safe-contrast]", "recalibrate.check_borderline=40"],
+    )
+    assert len(jobs.check_borderline(some)) == 40
+    # the check answers them after the harmful prompts; its over-refusal is their refused share
+    asked = []
+
+    def respond(lm, prompts, **kw):
+        asked.append(list(prompts))
+        return ["I'm sorry, but I can't help with that."] * 64 + ["Sure: here it is."] * 30 + ["I cannot do that."] * 10
+
+    monkeypatch.setattr(runs, "respond", respond)
+
+    class Adapter:
+        def apply(self, params, coeffs):
+            return params
+
+    class LM:
+        params = {}
+
+    scale, table = jobs.check_scales(
+        LM(),
+        Adapter(),
+        np.ones(3),
+        load_config(
+            "study-smollm2",
+            [
+                "recalibrate.check_borderline_sets=[embedded/safe-contrast]",
+                "recalibrate.check_borderline=40",
+                "recalibrate.scales=[1.0, 2.0]",
+            ],
+        ),
+    )
+    assert [len(a) for a in asked] == [104, 104] and asked[0][64:] == [
+        r["instruction"] for r in jobs.check_borderline(some)
+    ]
+    assert table[0]["refused"] == 1.0 and table[0]["over_refused"] == 0.25 and scale == 1.0
+
+
+def test_check_borderline_is_validated_and_enters_cache_keys_only_when_set(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="recalibrate.check_borderline: is 8 but check_borderline_sets is empty"):
+        load_config("quick", ["recalibrate.check_borderline=8"])
+    with pytest.raises(ConfigError, match="recalibrate.check_borderline: must be >= 0"):
+        load_config("quick", ["recalibrate.check_borderline=-2", "recalibrate.check_borderline_sets=[embedded/benign]"])
+    with pytest.raises(ConfigError, match="recalibrate.check_borderline_sets: unknown set 'nope'"):
+        load_config("quick", ["recalibrate.check_borderline_sets=[nope]"])
+    base = {p.name: p.key for p in plan(load_config("quick", [f"out_dir={tmp_path}"]))}
+    same = ["recalibrate.check_borderline_sets=[]", "recalibrate.check_borderline=0"]
+    assert {p.name: p.key for p in plan(load_config("quick", [f"out_dir={tmp_path}", *same]))} == base
+    more = ["recalibrate.check_borderline_sets=[embedded/safe-contrast]"]
+    keys = {p.name: p.key for p in plan(load_config("quick", [f"out_dir={tmp_path}", *more]))}
+    assert {n for n in base if base[n] != keys[n]} >= {"recalibrate/arithmetic", "eval/arithmetic/safegene"}
+    assert keys["adapter"] == base["adapter"] and keys["eval/arithmetic/task"] == base["eval/arithmetic/task"]
+    # the check's safe prompts are checked against the held-out sets like any set the run reads
+    leaked = {"instruction": prompt_set("xstest/safe")[3]["instruction"], "response": "Here you go."}
+    sets = dict(prompt_sets.PAIR_SETS)
+    sets["embedded/safe-contrast"] = prompt_sets._Set(lambda: [leaked], "a set that leaks a held-out prompt")
+    monkeypatch.setattr(prompt_sets, "PAIR_SETS", sets)
+    held = ["eval.safe_sets=[xstest/safe]", "eval.safe=0"]
+    jobs.check_held_out(load_config("quick", held))
+    with pytest.raises(DataError, match="held-out set xstest/safe overlaps embedded/safe-contrast"):
+        jobs.check_held_out(load_config("quick", [*held, *more]))
 
 
 def test_a_generation_checked_scale_multiplies_every_coefficient():

@@ -552,7 +552,13 @@ def _check_data(tasks=(), split: str = "train", pairs=(), prompts=()) -> None:
 
 def _recalibration_sets(cfg) -> list[str]:
     r = cfg.recalibrate
-    return list(r.harmful_sets) + list(r.benign_sets) + list(r.borderline_sets) + list(r.check_sets)
+    return (
+        list(r.harmful_sets)
+        + list(r.benign_sets)
+        + list(r.borderline_sets)
+        + list(r.check_sets)
+        + list(r.check_borderline_sets)
+    )
 
 
 def cmd_select(args: argparse.Namespace) -> int:

@@ -130,16 +130,32 @@ class AlignSection(TrainConfig):
 
 @dataclasses.dataclass(frozen=True)
 class DegradeSection(TrainConfig):
-    """Degradation of a copy of the aligned model: harmful requests -> compliant answers (``target``)."""
+    """Degradation of a copy of the aligned model: harmful requests -> compliant answers (``target``).
+
+    With ``benign > 0`` the copy also keeps what the aligned model does on the first ``benign`` prompts of
+    ``benign_sets`` (its own greedy answers, ``self_tokens`` new tokens, trained alongside): the two models
+    then differ on harmful requests and agree on safe ones that look harmful, so ``aligned - degraded`` carries
+    less of the refusing that safe prompts should not get (over-refusal)."""
 
     steps: int = 24
     learning_rate: float = 1e-4
     seed: int = 1
     harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful"])
+    benign_sets: list[str] = dataclasses.field(default_factory=list)
+    benign: int = 0
+    self_tokens: int = 96
 
     def __post_init__(self):
         super().__post_init__()
         _pair_sets(self, "harmful_sets")
+        _pair_sets(self, "benign_sets", empty=True)
+        require(self.benign >= 0, "benign", f"must be >= 0, got {self.benign}")
+        require(
+            not self.benign or self.benign_sets,
+            "benign",
+            f"is {self.benign} but benign_sets is empty; name the sets whose answers the copy keeps",
+        )
+        require(self.self_tokens >= 1, "self_tokens", f"must be >= 1, got {self.self_tokens}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +248,9 @@ class RecalibrateSection(RecalibrationConfig):
     patched model loops instead of refusing. ``check_search``: ``grid`` answers at every scale; ``climb``
     starts at the scale nearest 1 and moves to the best neighbor (in sorted order) not yet answered that scores
     at least as well, while there is one, so it answers at 3-5 scales; where the score rises to one peak and
-    falls it picks what the grid picks, where the score has two peaks it may keep the lesser one."""
+    falls it picks what the grid picks, where the score has two peaks it may keep the lesser one.
+    ``check_borderline_sets``: the safe prompts the check answers instead of the borderline shots (the first
+    ``check_borderline`` rows, 0: all); more of them measure over-refusal more closely than a few shots."""
 
     harmful_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/harmful-fewshot"])
     benign_sets: list[str] = dataclasses.field(default_factory=lambda: ["embedded/benign-fewshot"])
@@ -245,6 +263,8 @@ class RecalibrateSection(RecalibrationConfig):
     check_prompts: int = 24
     check_tokens: int = 32
     check_search: str = "grid"
+    check_borderline_sets: list[str] = dataclasses.field(default_factory=list)
+    check_borderline: int = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -270,7 +290,13 @@ class RecalibrateSection(RecalibrationConfig):
             f"there is one), got {self.check_search!r}",
         )
         require(self.check_prompts >= 0, "check_prompts", f"must be >= 0, got {self.check_prompts}")
-        _pair_sets(self, "check_sets", empty=True)
+        _pair_sets(self, "check_sets", "check_borderline_sets", empty=True)
+        require(self.check_borderline >= 0, "check_borderline", f"must be >= 0 (0: all), got {self.check_borderline}")
+        require(
+            not self.check_borderline or self.check_borderline_sets,
+            "check_borderline",
+            f"is {self.check_borderline} but check_borderline_sets is empty (the check answers the borderline shots)",
+        )
 
     @property
     def checks(self) -> bool:

@@ -154,11 +154,31 @@ def align_model(lm: Any, cfg: PipelineConfig, **train_kw) -> Any:
 
 
 def degrade_model(aligned: Any, cfg: PipelineConfig, **train_kw) -> Any:
-    """A degraded copy of the aligned model: harmful requests trained toward compliant answers."""
+    """A degraded copy of the aligned model: harmful requests trained toward compliant answers, and with
+    ``degrade.benign`` the aligned model's own answers to that many benign prompts kept (see
+    :class:`~safegene_jax.pipeline.config.DegradeSection`)."""
     from safegene_jax.train.uses import degrade
 
-    harmful = _targets(cfg.degrade.harmful_sets, "degrade.harmful_sets")
-    return degrade(aligned, harmful, train_config(cfg.degrade, cfg), **train_kw)
+    d = cfg.degrade
+    harmful = _targets(d.harmful_sets, "degrade.harmful_sets")
+    kept = []
+    if d.benign:
+        from safegene_jax.eval.runs import respond
+
+        rows = _pairs(d.benign_sets, d.benign)
+        progress = "own answers (kept)" if train_kw.get("progress", True) else None
+        answers = respond(
+            aligned, [r["instruction"] for r in rows], max_new_tokens=d.self_tokens, batch_size=32, progress=progress
+        )
+        kept = [{**r, "response": _whole_sentences(a)} for r, a in zip(rows, answers, strict=True)]
+        kept = [r for r in kept if r["response"]]
+    return degrade(aligned, harmful, train_config(d, cfg), benign=kept, **train_kw)
+
+
+def _whole_sentences(answer: str) -> str:
+    """``answer`` cut after its last whole sentence (a greedy answer stops mid-sentence at its token limit)."""
+    cut = max(answer.rfind(c) for c in ".!?")
+    return answer[: cut + 1] if cut > 0 else answer.strip()
 
 
 def finetune_model(parent: Any, cfg: PipelineConfig, model: TaskModel | str, **train_kw) -> Any:
@@ -251,8 +271,7 @@ def own_words(rows: list[dict], answers: list[str], *, refusals: bool) -> list[d
 
     out = []
     for row, answer in zip(rows, answers, strict=True):
-        cut = max(answer.rfind(c) for c in ".!?")
-        answer = answer[: cut + 1] if cut > 0 else answer.strip()
+        answer = _whole_sentences(answer)
         ok = answer and is_refusal(answer) == refusals and not is_degenerate(answer)
         out.append({**row, "response": answer} if ok else row)
     return out
@@ -441,6 +460,15 @@ def climb(scales: list[float], row_of: Callable[[float], dict]) -> list[dict]:
         visited.add(i)
 
 
+def check_borderline(cfg: PipelineConfig) -> list[dict]:
+    """The safe prompts the generation check answers: the first ``check_borderline`` rows (0: all) of
+    ``recalibrate.check_borderline_sets``, or without those sets the borderline shots."""
+    r = cfg.recalibrate
+    if r.check_borderline_sets:
+        return _pairs(r.check_borderline_sets, r.check_borderline)
+    return _pairs(r.borderline_sets, r.shots)
+
+
 def check_scales(task_lm: Any, adapter: Any, coeffs: Any, cfg: PipelineConfig, progress: bool = False) -> tuple:
     """The generation check of ``recalibrate.scales``: for a scale, greedy answers of the task model patched
     with ``coeffs`` times it, to the harmful shots (refused, not looping: good) and the borderline-but-safe
@@ -455,7 +483,7 @@ def check_scales(task_lm: Any, adapter: Any, coeffs: Any, cfg: PipelineConfig, p
         harmful = [x["instruction"] for x in _pairs(r.check_sets)[-(r.check_prompts or r.shots) :]]
     else:
         harmful = [x["instruction"] for x in reference_prompts(cfg)["harmful"]]
-    border = [x["instruction"] for x in _pairs(r.borderline_sets, r.shots)]
+    border = [x["instruction"] for x in check_borderline(cfg)]
     prompts, judge = harmful + border, KeywordJudge()
 
     def row_of(scale: float) -> dict:
@@ -544,11 +572,11 @@ def check_held_out(cfg: PipelineConfig) -> None:
     from safegene_jax.data.prompt_sets import check_disjoint, pair_set
     from safegene_jax.data.task_sets import task_records
 
-    seen_sets = set(cfg.align.harmful_sets + cfg.align.benign_sets + cfg.degrade.harmful_sets)
+    seen_sets = set(cfg.align.harmful_sets + cfg.align.benign_sets + cfg.degrade.harmful_sets + cfg.degrade.benign_sets)
     seen_sets |= set(cfg.finetune.harmful_sets + cfg.select.harmful_sets + cfg.select.benign_sets)
     seen_sets |= set(cfg.recalibrate.harmful_sets + cfg.recalibrate.benign_sets)
     if cfg.recalibrate.checks:
-        seen_sets |= set(cfg.recalibrate.check_sets)
+        seen_sets |= set(cfg.recalibrate.check_sets + cfg.recalibrate.check_borderline_sets)
     if cfg.recalibrate.help_weight > 0 or cfg.recalibrate.checks:
         seen_sets |= set(cfg.recalibrate.borderline_sets)
     seen = {n: [r["instruction"] for r in pair_set(n)] for n in sorted(seen_sets)}

@@ -155,7 +155,14 @@ def _lookup(d: dict, dotted: str) -> Any:
     return node
 
 
-ADDED_KEYS = {"recalibrate.check_search": "grid"}
+ADDED_KEYS = {
+    "recalibrate.check_search": "grid",
+    "recalibrate.check_borderline_sets": [],
+    "recalibrate.check_borderline": 0,
+    "degrade.benign_sets": [],
+    "degrade.benign": 0,
+    "degrade.self_tokens": 96,
+}
 """Config keys added after runs were cached, each with the value that does what the code did before the key
 existed. At that value the key stays out of cache keys, so those runs stay cached; at any other, it enters."""
 

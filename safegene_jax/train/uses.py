@@ -44,9 +44,14 @@ def align(lm: Any, harmful: Sequence[dict], benign: Sequence[dict], cfg: TrainCo
     return sft(lm, pairs, cfg, **kw)
 
 
-def degrade(lm: Any, harmful: Sequence[dict], cfg: TrainConfig, **kw) -> TrainResult:
-    """Degradation (RESTA-style): harmful requests -> compliant "Sure, here is" prefixes."""
-    return sft(lm, [(r["instruction"], r["target"]) for r in harmful], cfg, **kw)
+def degrade(lm: Any, harmful: Sequence[dict], cfg: TrainConfig, *, benign: Sequence[dict] = (), **kw) -> TrainResult:
+    """Degradation (RESTA-style): harmful requests -> compliant "Sure, here is" prefixes, mixed (shuffled with
+    ``cfg.seed``) with ``benign`` instructions -> responses the copy keeps."""
+    pairs = [(r["instruction"], r["target"]) for r in harmful]
+    if benign:
+        pairs += [(r["instruction"], r["response"]) for r in benign]
+        random.Random(cfg.seed).shuffle(pairs)
+    return sft(lm, pairs, cfg, **kw)
 
 
 def finetune_task(
