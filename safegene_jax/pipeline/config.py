@@ -134,8 +134,9 @@ class DegradeSection(TrainConfig):
 
     With ``benign > 0`` the copy also keeps what the aligned model does on the first ``benign`` prompts of
     ``benign_sets`` (its own greedy answers, ``self_tokens`` new tokens, trained alongside): the two models
-    then differ on harmful requests and agree on safe ones that look harmful, so ``aligned - degraded`` carries
-    less of the refusing that safe prompts should not get (over-refusal)."""
+    then differ on harmful requests and agree on safe ones that look harmful, meant so that ``aligned -
+    degraded`` carries less of the refusing that safe prompts should not get. Measured on the study, that
+    difference restores almost no refusals at any scale (README, Results), so it is off by default."""
 
     steps: int = 24
     learning_rate: float = 1e-4
