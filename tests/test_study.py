@@ -49,6 +49,14 @@ def test_held_out_sets_have_their_documented_sizes_and_halves():
         prompt_set("nope")
 
 
+def _leak_into(monkeypatch, name: str) -> None:
+    """Pair set ``name`` replaced by one row holding an XSTest safe prompt (a leak the held-out check must name)."""
+    leaked = {"instruction": prompt_set("xstest/safe")[3]["instruction"], "response": "Here you go."}
+    sets = dict(prompt_sets.PAIR_SETS)
+    sets[name] = prompt_sets._Set(lambda: [leaked], "a set that leaks a held-out prompt")
+    monkeypatch.setattr(prompt_sets, "PAIR_SETS", sets)
+
+
 def test_the_studys_held_out_sets_are_disjoint_from_everything_it_trains_on():
     jobs.check_held_out(STUDY)  # reads every set of the study; raises on any shared prompt
 
@@ -56,10 +64,7 @@ def test_the_studys_held_out_sets_are_disjoint_from_everything_it_trains_on():
 def test_an_overlap_is_named_before_any_work(monkeypatch, tmp_path, capsys):
     from safegene_jax.pipeline.cli import main
 
-    leaked = {"instruction": prompt_set("xstest/safe")[3]["instruction"], "response": "Here you go."}
-    sets = dict(prompt_sets.PAIR_SETS)
-    sets["embedded/benign"] = prompt_sets._Set(lambda: [leaked], "a set that leaks a held-out prompt")
-    monkeypatch.setattr(prompt_sets, "PAIR_SETS", sets)
+    _leak_into(monkeypatch, "embedded/benign")
     out = tmp_path / "never"
     assert main(["run", "quick", f"out_dir={out}", "eval.safe_sets=[xstest/safe]"]) == 2
     err = capsys.readouterr().err
@@ -326,10 +331,7 @@ def test_degrade_benign_is_validated_and_enters_cache_keys_only_when_set(tmp_pat
     assert {"degrade", "adapter", "recalibrate/arithmetic", "eval/arithmetic/safegene"} <= changed
     assert not {"align", "finetune/arithmetic", "eval/arithmetic/task"} & changed
     # a held-out prompt in the sets the copy keeps (and in no other set the run reads) is an overlap like any other
-    leaked = {"instruction": prompt_set("xstest/safe")[3]["instruction"], "response": "Here you go."}
-    sets = dict(prompt_sets.PAIR_SETS)
-    sets["embedded/safe-contrast"] = prompt_sets._Set(lambda: [leaked], "a set that leaks a held-out prompt")
-    monkeypatch.setattr(prompt_sets, "PAIR_SETS", sets)
+    _leak_into(monkeypatch, "embedded/safe-contrast")
     held = ["eval.safe_sets=[xstest/safe]", "eval.safe=0", "degrade.benign=8"]
     jobs.check_held_out(load_config("quick", [*held, "degrade.benign_sets=[embedded/benign]"]))
     with pytest.raises(DataError, match="held-out set xstest/safe overlaps embedded/safe-contrast"):
@@ -491,10 +493,7 @@ def test_check_borderline_is_validated_and_enters_cache_keys_only_when_set(tmp_p
     assert {n for n in base if base[n] != keys[n]} >= {"recalibrate/arithmetic", "eval/arithmetic/safegene"}
     assert keys["adapter"] == base["adapter"] and keys["eval/arithmetic/task"] == base["eval/arithmetic/task"]
     # the check's safe prompts are checked against the held-out sets like any set the run reads
-    leaked = {"instruction": prompt_set("xstest/safe")[3]["instruction"], "response": "Here you go."}
-    sets = dict(prompt_sets.PAIR_SETS)
-    sets["embedded/safe-contrast"] = prompt_sets._Set(lambda: [leaked], "a set that leaks a held-out prompt")
-    monkeypatch.setattr(prompt_sets, "PAIR_SETS", sets)
+    _leak_into(monkeypatch, "embedded/safe-contrast")
     held = ["eval.safe_sets=[xstest/safe]", "eval.safe=0"]
     jobs.check_held_out(load_config("quick", held))
     with pytest.raises(DataError, match="held-out set xstest/safe overlaps embedded/safe-contrast"):

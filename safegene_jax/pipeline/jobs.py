@@ -134,11 +134,7 @@ def align_model(lm: Any, cfg: PipelineConfig, **train_kw) -> Any:
     harmful = [{**r, "refusal": r["response"]} for r in _pairs(a.harmful_sets, a.harmful)]
     benign = _pairs(a.benign_sets, a.benign) if a.benign else []
     if benign and a.benign_targets != "reference":
-        from safegene_jax.eval.runs import respond
-
-        prompts = [r["instruction"] for r in benign]
-        progress = "own answers" if train_kw.get("progress", True) else None
-        answers = respond(lm, prompts, max_new_tokens=a.self_tokens, batch_size=32, progress=progress)
+        answers = _own_answers(lm, benign, a.self_tokens, "own answers", train_kw)
         if a.benign_targets == "self":
             benign = [{**r, "response": ans} for r, ans in zip(benign, answers) if ans.strip()]
         else:  # self_or_reference
@@ -163,16 +159,20 @@ def degrade_model(aligned: Any, cfg: PipelineConfig, **train_kw) -> Any:
     harmful = _targets(d.harmful_sets, "degrade.harmful_sets")
     kept = []
     if d.benign:
-        from safegene_jax.eval.runs import respond
-
         rows = _pairs(d.benign_sets, d.benign)
-        progress = "own answers (kept)" if train_kw.get("progress", True) else None
-        answers = respond(
-            aligned, [r["instruction"] for r in rows], max_new_tokens=d.self_tokens, batch_size=32, progress=progress
-        )
+        answers = _own_answers(aligned, rows, d.self_tokens, "own answers (kept)", train_kw)
         kept = [{**r, "response": _whole_sentences(a)} for r, a in zip(rows, answers, strict=True)]
         kept = [r for r in kept if r["response"]]
     return degrade(aligned, harmful, train_config(d, cfg), benign=kept, **train_kw)
+
+
+def _own_answers(lm: Any, rows: list[dict], tokens: int, label: str, train_kw: dict) -> list[str]:
+    """``lm``'s greedy answers (``tokens`` new tokens) to the ``rows``' instructions, before a training stage;
+    with a progress bar named ``label`` unless the stage's ``train_kw`` turn progress off."""
+    from safegene_jax.eval.runs import respond
+
+    progress = label if train_kw.get("progress", True) else None
+    return respond(lm, [r["instruction"] for r in rows], max_new_tokens=tokens, batch_size=32, progress=progress)
 
 
 def _whole_sentences(answer: str) -> str:
