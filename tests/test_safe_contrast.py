@@ -2,9 +2,9 @@
 XSTest (the held-out over-refusal set they must not copy)."""
 
 import collections
-import re
 
 import pytest
+from words import closeness
 
 from safegene_jax.core.errors import DataError
 from safegene_jax.data import registry
@@ -43,30 +43,9 @@ def test_the_named_sets_read_the_splits():
     assert len(rows) == 100 and rows[0]["category"] == "I-PhysicalSafetySafe"
 
 
-_STOP = set(
-    "the a an to of in do i how what is my can why where s for on and at does should be are not what's can't best "
-    "way you your it with from that this me we our some get would could who which when there their they he she "
-    "his her its so as by or if about".split()
-)
-
-
-def _stem(word: str) -> str:
-    for suffix in ("ing", "ed", "es", "s"):
-        if len(word) > 4 and word.endswith(suffix):
-            return word[: -len(suffix)]
-    return word
-
-
-def _words(text: str) -> set[str]:
-    """Content words, crudely stemmed ("stealing" and "steal" are one word)."""
-    return {_stem(w) for w in re.findall(r"[a-z0-9']+", text.lower())} - _STOP
-
-
 def test_no_prompt_is_an_xstest_prompt_or_close_to_one():
     xstest = [r["instruction"] for name in ("xstest/safe", "xstest/unsafe") for r in prompt_set(name)]
     ours = [p for _, p, _ in PROMPTS]
     check_disjoint({"xstest": xstest}, {"embedded/safe-contrast": ours})
     for prompt in ours:
-        a = _words(prompt)
-        closest = max(len(a & _words(x)) / len(a | _words(x)) for x in xstest)
-        assert closest < 0.35, prompt  # stemmed content words shared with any XSTest prompt, over their union
+        assert closeness(prompt, xstest) < 0.35, prompt  # stemmed content words shared with an XSTest prompt

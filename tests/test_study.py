@@ -61,6 +61,15 @@ def test_the_studys_held_out_sets_are_disjoint_from_everything_it_trains_on():
     jobs.check_held_out(STUDY)  # reads every set of the study; raises on any shared prompt
 
 
+@pytest.mark.parametrize("role, name", [("harmful", "embedded/harmful-code"), ("benign", "embedded/safe-code")])
+def test_the_code_requests_as_alignment_sets_are_checked_against_the_held_out_sets(monkeypatch, role, name):
+    held = ["eval.safe_sets=[xstest/safe]", "eval.safe=0", f"align.{role}_sets=[{name}]"]
+    jobs.check_held_out(load_config("quick", held))  # the sets as written share nothing with the held-out ones
+    _leak_into(monkeypatch, name)
+    with pytest.raises(DataError, match=f"held-out set xstest/safe overlaps {name}"):
+        jobs.check_held_out(load_config("quick", held))
+
+
 def test_an_overlap_is_named_before_any_work(monkeypatch, tmp_path, capsys):
     from safegene_jax.pipeline.cli import main
 

@@ -9,11 +9,14 @@
   ``embedded/safe-eval`` are the embedded eval splits (the safe one borderline prompts first);
   ``physical_safety/safe`` is safety-tuned LLaMAs' I-PhysicalSafetySafe (100 safe advice prompts) and
   ``embedded/safe-contrast-dev`` the development split of :mod:`.safe_contrast`: over-refusal sets for
-  development, so that XSTest chooses nothing.
+  development, so that XSTest chooses nothing; ``embedded/harmful-code-dev`` and ``embedded/safe-code-dev``
+  are the development splits of :mod:`.code_requests`.
 * **Pair sets** (training, probes, few shots): records with ``instruction`` and ``response`` (a refusal for
   harmful sets, a helpful answer for benign ones), and ``target`` (a compliant "Sure, here is" opening)
   where the set has one. ``embedded/safe-contrast`` is the training split of :mod:`.safe_contrast` (safe
-  prompts that look harmful, for the benign side of alignment). ``alpaca/align`` is indices 0-499 of the
+  prompts that look harmful, for the benign side of alignment); ``embedded/harmful-code`` and
+  ``embedded/safe-code`` the training splits of :mod:`.code_requests` (requests for programs: harmful ones with
+  refusals, safe ones with answers). ``alpaca/align`` is indices 0-499 of the
   1,000-row Alpaca sample; the ``alpaca`` task uses the rest (see :mod:`.task_sets`).
 
 Nothing in a pair set is ever in a prompt set: :func:`check_disjoint` compares the normalized prompts of
@@ -89,6 +92,16 @@ def _embedded_safe_eval() -> list[dict]:
 
 _CONTRAST = "embedded/safe-contrast"
 
+
+def _embedded_prompts(name: str) -> Callable[[], list[dict]]:
+    """The development split of an embedded set, as prompts with their kind."""
+
+    def read() -> list[dict]:
+        return [{"instruction": r["instruction"], "category": r["category"]} for r in _load(name, "dev")]
+
+    return read
+
+
 PROMPT_SETS: dict[str, _Set] = {
     "embedded/harmful-eval": _Set(lambda: _load("embedded/harmful", "eval"), "40 embedded harmful requests"),
     "embedded/safe-eval": _Set(_embedded_safe_eval, "embedded safe prompts, borderline first"),
@@ -103,6 +116,10 @@ PROMPT_SETS: dict[str, _Set] = {
         lambda: [{"instruction": r["instruction"], "category": r["category"]} for r in _load(_CONTRAST, "dev")],
         "35 embedded safe prompts that look harmful (development)",
     ),
+    "embedded/harmful-code-dev": _Set(
+        _embedded_prompts("embedded/harmful-code"), "16 harmful code requests (development)"
+    ),
+    "embedded/safe-code-dev": _Set(_embedded_prompts("embedded/safe-code"), "16 safe code requests (development)"),
 }
 """Evaluation prompt sets by name."""
 
@@ -145,6 +162,10 @@ PAIR_SETS: dict[str, _Set] = {
     "embedded/safe-contrast": _Set(
         lambda: _load(_CONTRAST, "train"), "105 safe prompts that look harmful, with answers"
     ),
+    "embedded/harmful-code": _Set(
+        lambda: _load("embedded/harmful-code", "train"), "48 harmful code requests, refusals"
+    ),
+    "embedded/safe-code": _Set(lambda: _load("embedded/safe-code", "train"), "56 safe code requests, answers"),
 }
 """Training, probe and few-shot pair sets by name."""
 

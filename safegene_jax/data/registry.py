@@ -20,6 +20,7 @@ import numpy as np
 
 from safegene_jax.core.errors import DataError
 from safegene_jax.data import embedded
+from safegene_jax.data.code_requests import harmful_code, safe_code
 from safegene_jax.data.safe_contrast import safe_contrast
 from safegene_jax.data.tasks import TASKS
 
@@ -27,6 +28,8 @@ EMBEDDED = {
     "embedded/harmful": embedded.harmful,
     "embedded/benign": embedded.benign,
     "embedded/safe-contrast": safe_contrast,
+    "embedded/harmful-code": harmful_code,
+    "embedded/safe-code": safe_code,
     **{f"embedded/task/{t}": (lambda split, t=t: embedded.task(t, split)) for t in TASKS},
 }
 
