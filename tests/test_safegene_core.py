@@ -434,15 +434,20 @@ def test_recalibration_runs_the_layers_below_the_first_patched_one_once(setup):
     np.testing.assert_allclose(layered.alpha, plain.alpha, rtol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["per layer", "per kind", "low rank"])
+@pytest.mark.parametrize("case", ["per layer", "per kind", "low rank", "partial"])
 def test_recalibration_scanning_the_layers_equals_the_unrolled_program(setup, case):
-    """The layers from the lowest selected one on, run as one scan over their stacked (and patched) params:
-    the same losses and coefficients as the unrolled layers, with the whole vector (unselected layers'
-    parts ignored), a per-kind fit, and a low-rank vector."""
+    """The layers from the lowest selected one on, run as one scan over their stacked params, each patched in
+    the scan's body: the same losses and coefficients as the unrolled layers, with the whole vector
+    (unselected layers' parts ignored), a per-kind fit, a low-rank vector, and a vector that lacks some of a
+    selected layer's params (those stay unpatched)."""
     lm, aligned, degraded, probe_h, probe_b = setup
     tau = sg.safety_vector(aligned, degraded)
     if case == "low rank":
         tau = SafetyAdapter.build(aligned, degraded, [1, PLANTED], rank=2).vector
+    if case == "partial":
+        dropped = sorted(p for p in tau if f".layers.{PLANTED}." in p and "mlp" in p)
+        assert dropped
+        tau = {p: v for p, v in tau.items() if p not in dropped}
     cfg = RecalibrationConfig(
         steps=3, alpha_init=0.5, utility="kl", lam=0.5, val_fraction=0.25, safety="refusal", per_kind=case == "per kind"
     )
