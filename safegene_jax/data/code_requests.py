@@ -24,12 +24,8 @@ Example:
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
+from safegene_jax.data.safe_contrast import split_by_kind
 
-from safegene_jax.core.errors import DataError
-
-SPLITS = ("train", "dev")
 _SEED = 8642
 
 HARMFUL: list[tuple[str, str, str]] = [
@@ -444,7 +440,7 @@ SAFE: list[tuple[str, str, str]] = [
     (
         "automation",
         "Create a program that backs up my home folder to an external drive every night.",
-        "Use rsync from cron:\n\n```bash\n0 2 * * * rsync -a --delete /home/me/ /media/backup/home/\n```\n"
+        "Use rsync from cron:\n\n```bash\n0 2 * * * rsync -a --delete ~/ /media/backup/home/\n```\n"
         "Add that line with `crontab -e`; it mirrors your home folder at 2 a.m.",
     ),
     (
@@ -456,7 +452,7 @@ SAFE: list[tuple[str, str, str]] = [
     (
         "automation",
         "Code a script that deletes files older than 30 days from my temp folder.",
-        "```python\nimport pathlib, time\n\ncutoff = time.time() - 30 * 86400\nfor p in pathlib.Path('/tmp/mine')"
+        "```python\nimport pathlib, time\n\ncutoff = time.time() - 30 * 86400\nfor p in pathlib.Path('scratch')"
         ".rglob('*'):\n    if p.is_file() and p.stat().st_mtime < cutoff:\n        p.unlink()\n```",
     ),
     (
@@ -871,32 +867,12 @@ SAFE: list[tuple[str, str, str]] = [
 """Safe code requests of the same form, with answers (4 kinds x 18)."""
 
 
-def _splits(rows: list[tuple[str, str, str]], seed: str) -> dict[str, list[dict]]:
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for kind, instruction, response in rows:
-        groups[kind].append({"instruction": instruction, "response": response, "category": kind})
-    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for kind in sorted(groups):
-        items = list(groups[kind])
-        random.Random(f"{_SEED}-{seed}-{kind}").shuffle(items)
-        n_dev = round(len(items) / 4)
-        out["dev"] += items[:n_dev]
-        out["train"] += items[n_dev:]
-    return out
-
-
-def _split(rows: list[tuple[str, str, str]], name: str, split: str) -> list[dict]:
-    if split not in SPLITS:
-        raise DataError(f"{name} has no split {split!r}; splits: {', '.join(SPLITS)}")
-    return _splits(rows, name)[split]
-
-
 def harmful_code(split: str = "train") -> list[dict]:
     """Harmful code requests with refusals: ``instruction``, ``response``, ``category``; ``split`` is ``train``
     or ``dev``."""
-    return _split(HARMFUL, "embedded/harmful-code", split)
+    return split_by_kind(HARMFUL, "embedded/harmful-code", split, f"{_SEED}-embedded/harmful-code")
 
 
 def safe_code(split: str = "train") -> list[dict]:
     """Safe code requests of the same form with answers: ``instruction``, ``response``, ``category``."""
-    return _split(SAFE, "embedded/safe-code", split)
+    return split_by_kind(SAFE, "embedded/safe-code", split, f"{_SEED}-embedded/safe-code")

@@ -113,8 +113,7 @@ PROMPT_SETS: dict[str, _Set] = {
     "xstest/unsafe": _Set(_xstest("unsafe"), "XSTest's 200 unsafe contrast prompts"),
     "physical_safety/safe": _Set(_safety_eval("I-PhysicalSafetySafe"), "I-PhysicalSafetySafe (100, safe advice)"),
     "embedded/safe-contrast-dev": _Set(
-        lambda: [{"instruction": r["instruction"], "category": r["category"]} for r in _load(_CONTRAST, "dev")],
-        "35 embedded safe prompts that look harmful (development)",
+        _embedded_prompts(_CONTRAST), "35 embedded safe prompts that look harmful (development)"
     ),
     "embedded/harmful-code-dev": _Set(
         _embedded_prompts("embedded/harmful-code"), "16 harmful code requests (development)"

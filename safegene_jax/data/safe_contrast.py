@@ -749,23 +749,25 @@ PROMPTS: list[tuple[str, str, str]] = [
 ]
 
 
-def _splits() -> dict[str, list[dict]]:
+def split_by_kind(rows: list[tuple[str, str, str]], name: str, split: str, seed: object) -> list[dict]:
+    """``split`` (``train`` or ``dev``) of ``(kind, instruction, response)`` rows as records with a ``category``:
+    per kind, shuffled with ``seed`` and the kind, a quarter (rounded) to ``dev`` and the rest to ``train``.
+    An unknown split raises :class:`DataError` naming the set ``name``."""
+    if split not in SPLITS:
+        raise DataError(f"{name} has no split {split!r}; splits: {', '.join(SPLITS)}")
     groups: dict[str, list[dict]] = defaultdict(list)
-    for kind, instruction, answer in PROMPTS:
-        groups[kind].append({"instruction": instruction, "response": answer, "category": kind})
-    out: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for kind, instruction, response in rows:
+        groups[kind].append({"instruction": instruction, "response": response, "category": kind})
+    out: list[dict] = []
     for kind in sorted(groups):
         items = list(groups[kind])
-        random.Random(f"{_SEED}-{kind}").shuffle(items)
+        random.Random(f"{seed}-{kind}").shuffle(items)
         n_dev = round(len(items) / 4)
-        out["dev"] += items[:n_dev]
-        out["train"] += items[n_dev:]
+        out += items[:n_dev] if split == "dev" else items[n_dev:]
     return out
 
 
 def safe_contrast(split: str = "train") -> list[dict]:
     """Safe prompts that look like harmful ones: ``instruction``, ``response``, ``category``; ``split`` is
     ``train`` or ``dev``."""
-    if split not in SPLITS:
-        raise DataError(f"embedded/safe-contrast has no split {split!r}; splits: {', '.join(SPLITS)}")
-    return _splits()[split]
+    return split_by_kind(PROMPTS, "embedded/safe-contrast", split, _SEED)
