@@ -8,7 +8,7 @@ from words import closeness
 
 from safegene_jax.core.errors import DataError
 from safegene_jax.data import registry
-from safegene_jax.data.prompt_sets import check_disjoint, normalize, pair_set, prompt_set
+from safegene_jax.data.prompt_sets import PAIR_SETS, PROMPT_SETS, check_disjoint, normalize, pair_set, prompt_set
 from safegene_jax.data.safe_contrast import PROMPTS, safe_contrast
 
 KINDS = {
@@ -49,3 +49,13 @@ def test_no_prompt_is_an_xstest_prompt_or_close_to_one():
     check_disjoint({"xstest": xstest}, {"embedded/safe-contrast": ours})
     for prompt in ours:
         assert closeness(prompt, xstest) < 0.35, prompt  # stemmed content words shared with an XSTest prompt
+
+
+def test_no_development_or_evaluation_prompt_is_in_a_set_that_trains():
+    """The embedded sets that measure (``-dev``, ``-eval``) share no prompt with any embedded set a run trains,
+    probes or takes shots from; a run checks its own sets, this checks every combination."""
+    measured = {n: [r["instruction"] for r in prompt_set(n)] for n in PROMPT_SETS if n.startswith("embedded/")}
+    measured = {n: rows for n, rows in measured.items() if n.endswith(("-dev", "-eval"))}
+    trained = {n: [r["instruction"] for r in pair_set(n)] for n in PAIR_SETS if n.startswith("embedded/")}
+    assert {"embedded/safe-contrast-dev", "embedded/safe-eval", "embedded/harmful-eval"} <= set(measured)
+    check_disjoint(measured, trained)
