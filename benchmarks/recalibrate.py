@@ -7,12 +7,17 @@ on its values). Reported: compile + first step, median step time, steps run (ear
 With ``--run-dir`` (a finished pipeline run) and ``--model``, the run's own recalibration stage instead,
 timed part by part: loading the task model and the adapter, the fit with its shots (its first step, which
 compiles, and the median step), and the generation check as the stage runs it (``--check-search grid`` or
-``climb``: the scales it answers and the one it keeps). Nothing of the run is written.
+``climb``: the scales it answers and the one it keeps). Nothing of the run is written. ``--compile-cache DIR``
+turns JAX's persistent compilation cache on at ``DIR`` as a pipeline run does: a second process, for another
+task model of the run, then shows what the cache saves it.
 
 Run:
     .venv/bin/python benchmarks/recalibrate.py
     SAFEGENE_DATA_ROOT=../shared/data .venv/bin/python benchmarks/recalibrate.py --run-dir runs/demo \
         --model arithmetic --check-search climb
+    # the second task model, its programs from the first one's cache (run both with the same folder)
+    ... --run-dir runs/demo --model arithmetic --compile-cache /tmp/xla
+    ... --run-dir runs/demo --model sentiment --compile-cache /tmp/xla
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ def main(argv=None):
     parser.add_argument("--run-dir", help="a finished pipeline run: time its recalibration stage")
     parser.add_argument("--model", help="with --run-dir: the task model whose stage to time")
     parser.add_argument("--scan", action="store_true", help="scan the uniform layers (scan_layers=True)")
+    parser.add_argument("--compile-cache", help="JAX's persistent compilation cache at this folder (default: off)")
     parser.add_argument("--no-check", action="store_true", help="with --run-dir: leave out the generation check")
     parser.add_argument(
         "--check-search",
@@ -41,6 +47,10 @@ def main(argv=None):
         "pays the generation program's compilation as the stage does",
     )
     args = parser.parse_args(argv)
+    if args.compile_cache:
+        from safegene_jax.runtime.compile_cache import enable
+
+        enable(args.compile_cache)
     if args.run_dir:
         if not args.model:
             raise SystemExit("--run-dir needs --model (a task model of the run)")

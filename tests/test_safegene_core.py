@@ -434,6 +434,63 @@ def test_recalibration_runs_the_layers_below_the_first_patched_one_once(setup):
     np.testing.assert_allclose(layered.alpha, plain.alpha, rtol=1e-5)
 
 
+def _fit_program(monkeypatch, setup, utility):
+    """The text of the compiled objective recalibration's fit would run for ``utility`` (the fit itself is
+    replaced by one that records what it is given)."""
+    from safegene_jax.method import recalibration
+
+    lm, aligned, degraded, probe_h, _ = setup
+    seen = {}
+
+    def record(objective, init, *, operands=(), **kw):
+        seen.update(objective=objective, init=init, operands=operands)
+        return np.asarray(init), [], 0
+
+    monkeypatch.setattr(recalibration, "fit_coefficients", record)
+    cfg = RecalibrationConfig(steps=2, utility="nll", safety="refusal")
+    recalibrate(lm.apply, degraded, sg.safety_vector(aligned, degraded), [1, PLANTED], probe_h, utility, cfg)
+    return jax.jit(seen["objective"]).lower(seen["init"], *seen["operands"]).as_text()
+
+
+def test_task_models_whose_utility_shots_differ_a_little_share_the_fits_program(setup, monkeypatch):
+    """The utility few shots (the one batch that differs between task models) keep their width and their
+    scored positions are padded to a multiple of 128: shots of one width and nearly as many answer tokens give
+    the same program (so the persistent compilation cache serves the second task model), far fewer not."""
+    from safegene_jax.core.losses import onset
+
+    probe_b = setup[4]
+    mask = np.asarray(probe_b["loss_mask"]).copy()
+    first = int(np.argmax(mask[0]))
+    mask[0, first] = 0  # one scored position fewer, the same last column
+    fewer = {**probe_b, "loss_mask": mask}
+    n = int(np.asarray(probe_b["loss_mask"])[:, 1:].sum())
+    assert n % 128 != 1  # the same multiple of 128 positions
+    program = _fit_program(monkeypatch, setup, probe_b)
+    assert _fit_program(monkeypatch, setup, fewer) == program
+    assert _fit_program(monkeypatch, setup, onset(probe_b, 1)) != program  # another bucket: another program
+
+
+def test_padding_the_utility_positions_leaves_the_fit_unchanged(setup, monkeypatch):
+    from safegene_jax.method import recalibration
+
+    lm, aligned, degraded, probe_h, probe_b = setup
+    tau = sg.safety_vector(aligned, degraded)
+    runs = []
+    for utility in ("nll", "kl"):
+        cfg = RecalibrationConfig(steps=3, alpha_init=0.5, utility=utility, lam=0.5, safety="refusal")
+        padded = recalibrate(lm.apply, degraded, tau, [1, PLANTED], probe_h, probe_b, cfg)
+        with monkeypatch.context() as m:
+            m.setattr(recalibration, "UTILITY_POSITIONS", 1)
+            plain = recalibrate(lm.apply, degraded, tau, [1, PLANTED], probe_h, probe_b, cfg)
+        runs.append((padded, plain))
+    for padded, plain in runs:
+        assert padded.history and len(padded.history) == len(plain.history)
+        for a, b in zip(padded.history, plain.history):
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+        np.testing.assert_allclose(padded.alpha, plain.alpha, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("case", ["per layer", "per kind", "low rank", "partial"])
 def test_recalibration_scanning_the_layers_equals_the_unrolled_program(setup, case):
     """The layers from the lowest selected one on, run as one scan over their stacked params, each patched in

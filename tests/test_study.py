@@ -347,6 +347,61 @@ def test_degrade_benign_is_validated_and_enters_cache_keys_only_when_set(tmp_pat
         jobs.check_held_out(load_config("quick", [*held, "degrade.benign_sets=[embedded/safe-contrast]"]))
 
 
+def test_a_two_sided_degraded_copy_learns_to_refuse_safe_prompts(monkeypatch, tmp_path):
+    from safegene_jax.train import uses
+
+    seen = {}
+    monkeypatch.setattr(uses, "sft", lambda lm, pairs, cfg, **kw: seen.__setitem__("pairs", list(pairs)))
+    jobs.degrade_model(None, load_config("quick", ["degrade.refuse_sets=[embedded/safe-contrast]", "degrade.refuse=5"]))
+    pairs = dict(seen["pairs"])
+    safe, harmful = pair_set("embedded/safe-contrast", 5), pair_set("embedded/harmful")
+    assert all(pairs[r["instruction"]] == jobs.REFUSAL for r in safe)  # the first 5, each with the refusal
+    assert all(pairs[r["instruction"]] == r["target"] for r in harmful) and len(pairs) == len(harmful) + 5
+    assert [p for p, _ in seen["pairs"]] != [r["instruction"] for r in harmful][: len(seen["pairs"])]  # shuffled
+    # kept answers and refusals together: both sets' prompts are trained
+    monkeypatch.setattr("safegene_jax.eval.runs.respond", lambda lm, prompts, **kw: ["Fine. Done."] * len(prompts))
+    both = ["degrade.benign_sets=[embedded/benign]", "degrade.benign=2", "degrade.refuse_sets=[embedded/safe-contrast]"]
+    jobs.degrade_model(None, load_config("quick", [*both, "degrade.refuse=3"]))
+    assert len(seen["pairs"]) == len(harmful) + 2 + 3
+
+
+def test_degrade_refuse_is_validated_held_out_and_enters_cache_keys_only_when_set(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="degrade.refuse: is 4 but refuse_sets is empty"):
+        load_config("quick", ["degrade.refuse=4"])
+    with pytest.raises(ConfigError, match="degrade.refuse: must be >= 0"):
+        load_config("quick", ["degrade.refuse=-1", "degrade.refuse_sets=[embedded/safe-contrast]"])
+    with pytest.raises(ConfigError, match="degrade.refuse_sets: unknown set 'nope'"):
+        load_config("quick", ["degrade.refuse_sets=[nope]"])
+    base = {p.name: p.key for p in plan(load_config("quick", [f"out_dir={tmp_path}"]))}
+    same = ["degrade.refuse_sets=[]", "degrade.refuse=0"]
+    assert {p.name: p.key for p in plan(load_config("quick", [f"out_dir={tmp_path}", *same]))} == base
+    two = ["degrade.refuse_sets=[embedded/safe-contrast]", "degrade.refuse=8"]
+    keys = {p.name: p.key for p in plan(load_config("quick", [f"out_dir={tmp_path}", *two]))}
+    changed = {n for n in base if base[n] != keys[n]}
+    assert {"degrade", "adapter", "recalibrate/arithmetic", "eval/arithmetic/safegene"} <= changed
+    assert not {"align", "finetune/arithmetic", "eval/arithmetic/task"} & changed
+    # a held-out prompt in the sets the copy learns to refuse is an overlap like any other
+    _leak_into(monkeypatch, "embedded/safe-contrast")
+    held = ["eval.safe_sets=[xstest/safe]", "eval.safe=0", "degrade.refuse=8"]
+    jobs.check_held_out(load_config("quick", [*held, "degrade.refuse_sets=[embedded/benign]"]))
+    with pytest.raises(DataError, match="held-out set xstest/safe overlaps embedded/safe-contrast"):
+        jobs.check_held_out(load_config("quick", [*held, "degrade.refuse_sets=[embedded/safe-contrast]"]))
+
+
+def test_every_task_models_utility_shots_are_one_width_so_they_share_the_fits_program():
+    from tiny import TOKENIZER
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(TOKENIZER))
+    cfg = load_config("quick", ["recalibrate.max_length=512", "finetune.tasks=[arithmetic, sentiment]"])
+    widths = {}
+    for model in jobs.task_models(cfg):
+        shots = jobs.fewshot_batches(tok, cfg, model)
+        widths[model.task] = shots["utility"]["tokens"].shape[1]
+        assert shots["harmful"]["tokens"].shape[1] < 512  # the other batches: the longest, rounded up to 8
+    assert widths == {"arithmetic": 512, "sentiment": 512}
+
+
 def test_aligned_targets_keep_only_the_aligned_models_fitting_answers():
     rows = [{"instruction": f"q{i}", "response": f"reference {i}"} for i in range(4)]
     answers = [

@@ -134,15 +134,32 @@ def picked_logp(logits, targets) -> jax.Array:
     return picked - jax.nn.logsumexp(logits, axis=-1)
 
 
-def row_means(values, rows, num_rows: int) -> jax.Array:
-    """Per-row means ``(num_rows,)`` of per-position ``values`` that belong to ``rows`` (0 for a row with none)."""
-    total = jax.ops.segment_sum(values, rows, num_segments=num_rows)
-    count = jax.ops.segment_sum(jnp.ones_like(values), rows, num_segments=num_rows)
+def row_means(values, rows, num_rows: int, weights=None) -> jax.Array:
+    """Per-row means ``(num_rows,)`` of per-position ``values`` that belong to ``rows`` (0 for a row with none);
+    ``weights`` (1: a position counts, 0: padding) default to all ones."""
+    weights = jnp.ones_like(values) if weights is None else weights
+    total = jax.ops.segment_sum(values * weights, rows, num_segments=num_rows)
+    count = jax.ops.segment_sum(weights, rows, num_segments=num_rows)
     return total / jnp.maximum(count, 1.0)
 
 
-def positions_kl(ref_logp, logits) -> jax.Array:
-    """Mean KL(ref || model) over scored positions: ``ref_logp`` and ``logits`` are ``(N, vocab)``."""
+def weighted_mean(values, weights=None) -> jax.Array:
+    """The mean of per-position ``values`` over the positions whose ``weights`` are 1 (default: all); 0 when
+    no position counts.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(weighted_mean(jnp.array([1.0, 3.0, 100.0]), jnp.array([1.0, 1.0, 0.0])))
+        2.0
+    """
+    if weights is None:
+        return jnp.sum(values) / max(values.shape[0], 1)
+    return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def positions_kl(ref_logp, logits, weights=None) -> jax.Array:
+    """Mean KL(ref || model) over scored positions: ``ref_logp`` and ``logits`` are ``(N, vocab)``; ``weights``
+    as in :func:`weighted_mean`."""
     logp = jax.nn.log_softmax(logits, axis=-1)
     kl = jnp.sum(jnp.exp(ref_logp) * (ref_logp - logp), axis=-1)
-    return jnp.sum(kl) / max(kl.shape[0], 1)
+    return weighted_mean(kl, weights)

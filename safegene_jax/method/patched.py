@@ -120,9 +120,21 @@ class PatchedLogits:
             out.append(leaf.astype(jnp.float32).at[pos].add(add).astype(leaf.dtype))
         return {"params": model["params"], "stack": jax.tree.unflatten(treedef, out)}
 
-    def prepare(self, batch: dict) -> dict:
+    def prepare(self, batch: dict, multiple: int = 1) -> dict:
+        """``batch`` ready for :meth:`logits`: its scored positions (``rows``, ``cols``, ``targets``) padded
+        to a multiple of ``multiple`` with ``weights`` 1 on the real ones and 0 on the padding (so that batches
+        of different lengths can share one compiled program), and with a layer-at-a-time ``apply`` the hidden
+        states entering the first patched layer instead of the tokens."""
         rows, cols, targets = scored_positions(batch)
-        out = {"rows": jnp.asarray(rows), "cols": jnp.asarray(cols), "targets": jnp.asarray(targets)}
+        n = len(rows)
+        pad = -n % max(int(multiple), 1)
+        zeros = np.zeros(pad, rows.dtype)
+        out = {
+            "rows": jnp.asarray(np.concatenate([rows, zeros])),
+            "cols": jnp.asarray(np.concatenate([cols, zeros])),
+            "targets": jnp.asarray(np.concatenate([targets, np.zeros(pad, targets.dtype)])),
+            "weights": jnp.asarray(np.concatenate([np.ones(n), np.zeros(pad)]), jnp.float32),
+        }
         if self.first is None:
             return {
                 **out,

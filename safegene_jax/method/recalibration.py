@@ -40,10 +40,13 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from safegene_jax.core.errors import SafeGeneError, require
 from safegene_jax.core.layers import MODULE_KINDS, layer_mask, layout
-from safegene_jax.core.losses import onset, positions_kl, row_means, trim
+from safegene_jax.core.losses import onset, positions_kl, row_means, trim, weighted_mean
 from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.core.transforms import as_vector, assert_finite
 from safegene_jax.method.patched import PatchedLogits
+
+UTILITY_POSITIONS = 128
+"""The utility few shots' scored positions are padded to a multiple of this (padding weighs 0)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,11 +256,6 @@ def _pair(a: dict, b: dict, what: str) -> None:
         raise SafeGeneError(f"{what}: {_rows(b)} rows against {_rows(a)}; the two batches must pair up row by row")
 
 
-def _mean(values: jax.Array) -> jax.Array:
-    """The mean of per-position values; 0 when a batch has no scored position (all cut by truncation)."""
-    return jnp.sum(values) / max(values.shape[0], 1)
-
-
 def recalibrate(
     apply: Callable,
     task_params: Any,
@@ -286,7 +284,10 @@ def recalibrate(
         vector: the safety vector (typically the adapter's).
         layers: the selected layers.
         harmful: harmful prompts with refusals (``tokens``, ``attention_mask``, ``loss_mask``), tens of rows.
-        utility: task examples (``utility='nll'``) or benign prompts with responses (``utility='kl'``).
+        utility: task examples (``utility='nll'``) or benign prompts with responses (``utility='kl'``), used at
+            the width given (the other batches are cut after their last scored token): shots padded to one
+            width, as the pipeline pads them to ``recalibrate.max_length``, give every task model the same
+            compiled fit.
         cfg: options.
         compliant: the same harmful prompts with compliant answers (needed by ``safety='contrast'``).
         borderline, borderline_refusals: borderline-but-safe prompts with helpful answers, and the same prompts
@@ -313,9 +314,12 @@ def recalibrate(
         base = jnp.zeros((num_layers,) + shape[1:], jnp.float32)
         return base.at[idx].set(alpha)
 
-    # the terms' batches, cut once to the positions they score; (batch, split seed): paired batches alike
+    # the terms' batches, cut once to the positions they score; (batch, split seed): paired batches alike.
+    # Only the utility batch differs from one task model to the next: it keeps the width it is given and its
+    # scored positions are padded to a multiple of UTILITY_POSITIONS, so that task models whose shots are
+    # padded to one width share the fit's compiled program (the persistent compilation cache keeps it)
     k = cfg.onset_tokens
-    batches: dict[str, tuple[dict, int]] = {"utility": (trim(utility), cfg.seed + 1)}
+    batches: dict[str, tuple[dict, int]] = {"utility": (utility, cfg.seed + 1)}
     if cfg.safety == "contrast":
         if compliant is None:
             raise SafeGeneError(
@@ -341,13 +345,22 @@ def recalibrate(
     parts = {name: _split(b, cfg.val_fraction, seed) for name, (b, seed) in batches.items()}
     has_val = any(p[1] is not None for p in parts.values())
     scored = PatchedLogits(apply, task_params, vec, layers, layer_map, scan=scan_layers)
-    train = {name: scored.prepare(p[0]) for name, p in parts.items()}
-    val = {name: scored.prepare(p[1] if p[1] is not None else p[0]) for name, p in parts.items()} if has_val else None
+    positions = {"utility": UTILITY_POSITIONS}
+    train = {name: scored.prepare(p[0], positions.get(name, 1)) for name, p in parts.items()}
+    val = (
+        {name: scored.prepare(p[1] if p[1] is not None else p[0], positions.get(name, 1)) for name, p in parts.items()}
+        if has_val
+        else None
+    )
+
+    def row_logp(patched, b):
+        return row_means(scored.logp(patched, b), b["rows"], scored.row_count(b), b["weights"])
+
+    def mean_logp(patched, b):
+        return weighted_mean(scored.logp(patched, b), b["weights"])
 
     def contrast(patched, yes, no):
-        d = row_means(scored.logp(patched, yes), yes["rows"], scored.row_count(yes)) - row_means(
-            scored.logp(patched, no), no["rows"], scored.row_count(no)
-        )
+        d = row_logp(patched, yes) - row_logp(patched, no)
         return jnp.mean(jax.nn.softplus(cfg.margin - d))
 
     def objective(alpha, model, vec, b, refs):
@@ -355,17 +368,19 @@ def recalibrate(
         if cfg.safety == "contrast":
             loss = contrast(patched, b["refuse"], b["comply"])
         else:
-            loss = -_mean(scored.logp(patched, b["refuse"]))
+            loss = -mean_logp(patched, b["refuse"])
         if "end" in b:
-            loss += cfg.end_weight * -_mean(scored.logp(patched, b["end"]))
+            loss += cfg.end_weight * -mean_logp(patched, b["end"])
         if "help" in b:
             loss += cfg.help_weight * contrast(patched, b["help"], b["help_refuse"])
         if cfg.utility == "kl":
-            loss += cfg.lam * positions_kl(refs["utility"], scored.logits(patched, b["utility"]))
+            u = b["utility"]
+            loss += cfg.lam * positions_kl(refs["utility"], scored.logits(patched, u), u["weights"])
         else:
-            loss += cfg.lam * -_mean(scored.logp(patched, b["utility"]))
+            loss += cfg.lam * -mean_logp(patched, b["utility"])
         if "fluency" in b:
-            loss += cfg.kl_weight * positions_kl(refs["fluency"], scored.logits(patched, b["fluency"]))
+            f = b["fluency"]
+            loss += cfg.kl_weight * positions_kl(refs["fluency"], scored.logits(patched, f), f["weights"])
         return loss
 
     reference = jax.jit(lambda model, b: jax.nn.log_softmax(scored.logits(model, b), axis=-1))

@@ -50,7 +50,7 @@ import numpy as np
 
 from safegene_jax.core.errors import LayerMapError, SafeGeneError
 from safegene_jax.core.layers import as_layer_map, layout
-from safegene_jax.core.losses import mean_kl, mean_loglik, reference_logp, scored_positions, trim
+from safegene_jax.core.losses import mean_kl, mean_loglik, reference_logp, scored_positions, trim, weighted_mean
 from safegene_jax.core.paths import flatten_with_paths
 from safegene_jax.core.transforms import apply_vector, as_vector, assert_finite
 from safegene_jax.method.patched import PatchedLogits
@@ -294,8 +294,7 @@ def _score_linear(apply, params, vec, cands, harmful, benign, layer_map, scan: b
     @jax.jit
     def derivatives(model, vector, harmful, benign):
         def loglik(c, batch):
-            logp = scored.logp(scored.patch(model, vector, c, every), batch)
-            return jnp.sum(logp) / max(logp.shape[0], 1)
+            return weighted_mean(scored.logp(scored.patch(model, vector, c, every), batch), batch["weights"])
 
         zero = jnp.zeros((num_layers,), jnp.float32)
         ref_h, d_h = jax.value_and_grad(loglik)(zero, harmful)

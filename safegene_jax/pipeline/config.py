@@ -136,7 +136,12 @@ class DegradeSection(TrainConfig):
     ``benign_sets`` (its own greedy answers, ``self_tokens`` new tokens, trained alongside): the two models
     then differ on harmful requests and agree on safe ones that look harmful, meant so that ``aligned -
     degraded`` carries less of the refusing that safe prompts should not get. Measured on the study, that
-    difference restores almost no refusals at any scale (README, Results), so it is off by default."""
+    difference restores almost no refusals at any scale (README, Results), so it is off by default.
+
+    With ``refuse > 0`` the copy is also trained to refuse the first ``refuse`` prompts of ``refuse_sets``
+    (safe prompts that look harmful) with a fixed refusal: the two models then differ the other way on those,
+    so ``aligned - degraded`` carries answering them as well as refusing harmful requests (the two-sided
+    vector)."""
 
     steps: int = 24
     learning_rate: float = 1e-4
@@ -145,6 +150,8 @@ class DegradeSection(TrainConfig):
     benign_sets: list[str] = dataclasses.field(default_factory=list)
     benign: int = 0
     self_tokens: int = 96
+    refuse_sets: list[str] = dataclasses.field(default_factory=list)
+    refuse: int = 0
 
     def __post_init__(self):
         super().__post_init__()
@@ -157,6 +164,13 @@ class DegradeSection(TrainConfig):
             f"is {self.benign} but benign_sets is empty; name the sets whose answers the copy keeps",
         )
         require(self.self_tokens >= 1, "self_tokens", f"must be >= 1, got {self.self_tokens}")
+        _pair_sets(self, "refuse_sets", empty=True)
+        require(self.refuse >= 0, "refuse", f"must be >= 0, got {self.refuse}")
+        require(
+            not self.refuse or self.refuse_sets,
+            "refuse",
+            f"is {self.refuse} but refuse_sets is empty; name the safe sets the copy learns to refuse",
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -149,9 +149,15 @@ def align_model(lm: Any, cfg: PipelineConfig, **train_kw) -> Any:
     return align(lm, harmful, benign, train_config(a, cfg), **train_kw)
 
 
+REFUSAL = "I'm sorry, but I can't help with that."
+"""The refusal the helpfulness contrast weighs a borderline prompt's helpful answer against, and the one a
+two-sided degraded copy learns for safe prompts (``degrade.refuse``)."""
+
+
 def degrade_model(aligned: Any, cfg: PipelineConfig, **train_kw) -> Any:
-    """A degraded copy of the aligned model: harmful requests trained toward compliant answers, and with
-    ``degrade.benign`` the aligned model's own answers to that many benign prompts kept (see
+    """A degraded copy of the aligned model: harmful requests trained toward compliant answers; with
+    ``degrade.benign`` the aligned model's own answers to that many benign prompts kept, with
+    ``degrade.refuse`` that many safe prompts trained toward :data:`REFUSAL` (see
     :class:`~safegene_jax.pipeline.config.DegradeSection`)."""
     from safegene_jax.train.uses import degrade
 
@@ -163,6 +169,8 @@ def degrade_model(aligned: Any, cfg: PipelineConfig, **train_kw) -> Any:
         answers = _own_answers(aligned, rows, d.self_tokens, "own answers (kept)", train_kw)
         kept = [{**r, "response": _whole_sentences(a)} for r, a in zip(rows, answers, strict=True)]
         kept = [r for r in kept if r["response"]]
+    if d.refuse:
+        kept += [{"instruction": r["instruction"], "response": REFUSAL} for r in _pairs(d.refuse_sets, d.refuse)]
     return degrade(aligned, harmful, train_config(d, cfg), benign=kept, **train_kw)
 
 
@@ -209,14 +217,16 @@ def finetune_model(parent: Any, cfg: PipelineConfig, model: TaskModel | str, **t
 # ---- batches -----------------------------------------------------------------------------------------
 
 
-def _batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int) -> dict:
+def _batch(tokenizer: Any, pairs: Sequence[tuple[str, str]], max_length: int, width: int = 8) -> dict:
+    """``pairs`` encoded and padded to the longest rounded up to a multiple of ``width`` (at most
+    ``max_length``; ``width=max_length``: always ``max_length`` wide)."""
     from safegene_jax.data import batch_examples, encode_example
 
     examples = [encode_example(tokenizer, p, r) for p, r in pairs]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     with warnings.catch_warnings():  # long probes are cut to max_length; that is the point of the option
         warnings.simplefilter("ignore")
-        return batch_examples(examples, max_length=max_length, pad_id=pad, overflow="truncate")
+        return batch_examples(examples, max_length=max_length, pad_id=pad, overflow="truncate", pad_to_multiple=width)
 
 
 def probe_batches(tokenizer: Any, cfg: PipelineConfig) -> tuple[dict, dict]:
@@ -228,10 +238,6 @@ def probe_batches(tokenizer: Any, cfg: PipelineConfig) -> tuple[dict, dict]:
         _batch(tokenizer, [(r["instruction"], r["response"]) for r in harmful], s.max_length),
         _batch(tokenizer, [(r["instruction"], r["response"]) for r in benign], s.max_length),
     )
-
-
-REFUSAL = "I'm sorry, but I can't help with that."
-"""The refusal the helpfulness contrast weighs a borderline prompt's helpful answer against."""
 
 
 def reference_prompts(cfg: PipelineConfig) -> dict[str, list[dict]]:
@@ -295,7 +301,10 @@ def fewshot_batches(tokenizer: Any, cfg: PipelineConfig, model: TaskModel, answe
         used = cfg.finetune.examples * (2 if model.task in cfg.finetune.second_generation else 1)
         if size - r.shots < used:
             raise DataError(f"task {model.task}: {size} train examples leave no {r.shots} few shots apart from {used}")
-        out["utility"] = enc(task_records(model.task, "train", limit=r.shots, offset=size - r.shots), "response")
+        rows = task_records(model.task, "train", limit=r.shots, offset=size - r.shots)
+        # one width for every task model: they share the fit's compiled program (see recalibrate's utility)
+        pairs = [(x["instruction"], x["response"]) for x in rows]
+        out["utility"] = _batch(tokenizer, pairs, r.max_length, width=r.max_length)
     else:
         out["utility"] = out["fluency"]
     if r.help_weight > 0:
@@ -573,6 +582,7 @@ def check_held_out(cfg: PipelineConfig) -> None:
     from safegene_jax.data.task_sets import task_records
 
     seen_sets = set(cfg.align.harmful_sets + cfg.align.benign_sets + cfg.degrade.harmful_sets + cfg.degrade.benign_sets)
+    seen_sets |= set(cfg.degrade.refuse_sets)
     seen_sets |= set(cfg.finetune.harmful_sets + cfg.select.harmful_sets + cfg.select.benign_sets)
     seen_sets |= set(cfg.recalibrate.harmful_sets + cfg.recalibrate.benign_sets)
     if cfg.recalibrate.checks:

@@ -162,6 +162,8 @@ ADDED_KEYS = {
     "degrade.benign_sets": [],
     "degrade.benign": 0,
     "degrade.self_tokens": 96,
+    "degrade.refuse_sets": [],
+    "degrade.refuse": 0,
 }
 """Config keys added after runs were cached, each with the value that does what the code did before the key
 existed. At that value the key stays out of cache keys, so those runs stay cached; at any other, it enters."""
