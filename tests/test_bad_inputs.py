@@ -972,6 +972,20 @@ case(
     env=NOWHERE,
 )
 case(
+    "data-root-nowhere-degrade-refuse-set",
+    lambda w, d: [
+        "degrade",
+        "--model",
+        w.model,
+        "--out",
+        d / "out",
+        "degrade.refuse_sets=[alpaca/align]",
+        "degrade.refuse=4",
+    ],
+    "{d}/nowhere",
+    env=NOWHERE,
+)
+case(
     "data-root-without-the-set",
     lambda w, d: (d.joinpath("data").mkdir(), ["eval", "--model", w.model, "--tasks", "sst2"])[1],
     "{d}/data",

@@ -447,7 +447,7 @@ def _fit_program(monkeypatch, setup, utility):
         return np.asarray(init), [], 0
 
     monkeypatch.setattr(recalibration, "fit_coefficients", record)
-    cfg = RecalibrationConfig(steps=2, utility="nll", safety="refusal")
+    cfg = RecalibrationConfig(steps=2, utility="nll", safety="refusal", val_fraction=0.0)  # every row trains
     recalibrate(lm.apply, degraded, sg.safety_vector(aligned, degraded), [1, PLANTED], probe_h, utility, cfg)
     return jax.jit(seen["objective"]).lower(seen["init"], *seen["operands"]).as_text()
 
@@ -471,6 +471,7 @@ def test_task_models_whose_utility_shots_differ_a_little_share_the_fits_program(
 
 
 def test_padding_the_utility_positions_leaves_the_fit_unchanged(setup, monkeypatch):
+    from safegene_jax.core.losses import trim
     from safegene_jax.method import recalibration
 
     lm, aligned, degraded, probe_h, probe_b = setup
@@ -483,6 +484,12 @@ def test_padding_the_utility_positions_leaves_the_fit_unchanged(setup, monkeypat
             m.setattr(recalibration, "UTILITY_POSITIONS", 1)
             plain = recalibrate(lm.apply, degraded, tau, [1, PLANTED], probe_h, probe_b, cfg)
         runs.append((padded, plain))
+    # and a utility batch padded wider (as the pipeline pads it to max_length) gives the same fit as the batch
+    # cut after its last answer token
+    cfg = RecalibrationConfig(steps=3, alpha_init=0.5, utility="nll", lam=0.5, safety="refusal")
+    wide = {k: np.pad(np.asarray(v), ((0, 0), (0, 40))) for k, v in probe_b.items()}  # pad id 0, masks 0
+    assert trim(wide)["tokens"].shape == np.asarray(probe_b["tokens"]).shape
+    runs.append(tuple(recalibrate(lm.apply, degraded, tau, [1, PLANTED], probe_h, b, cfg) for b in (wide, probe_b)))
     for padded, plain in runs:
         assert padded.history and len(padded.history) == len(plain.history)
         for a, b in zip(padded.history, plain.history):

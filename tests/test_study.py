@@ -315,7 +315,7 @@ def test_a_degraded_copy_can_keep_the_aligned_models_answers_to_benign_prompts(m
     assert pairs[benign[1]["instruction"]] == answers[1] and benign[2]["instruction"] not in pairs
     harmful = pair_set("embedded/harmful")
     assert all(pairs[r["instruction"]] == r["target"] for r in harmful) and len(pairs) == len(harmful) + 2
-    assert [p for p, _ in seen["pairs"]] != [r["instruction"] for r in harmful][: len(seen["pairs"])]  # shuffled
+    assert [p for p, _ in seen["pairs"]][: len(harmful)] != [r["instruction"] for r in harmful]  # shuffled in
     # without benign prompts: the harmful targets alone, in their order, and the model is not asked anything
     asked.clear()
     jobs.degrade_model(None, load_config("quick"))
@@ -357,7 +357,7 @@ def test_a_two_sided_degraded_copy_learns_to_refuse_safe_prompts(monkeypatch, tm
     safe, harmful = pair_set("embedded/safe-contrast", 5), pair_set("embedded/harmful")
     assert all(pairs[r["instruction"]] == jobs.REFUSAL for r in safe)  # the first 5, each with the refusal
     assert all(pairs[r["instruction"]] == r["target"] for r in harmful) and len(pairs) == len(harmful) + 5
-    assert [p for p, _ in seen["pairs"]] != [r["instruction"] for r in harmful][: len(seen["pairs"])]  # shuffled
+    assert [p for p, _ in seen["pairs"]][: len(harmful)] != [r["instruction"] for r in harmful]  # shuffled in
     # kept answers and refusals together: both sets' prompts are trained
     monkeypatch.setattr("safegene_jax.eval.runs.respond", lambda lm, prompts, **kw: ["Fine. Done."] * len(prompts))
     both = ["degrade.benign_sets=[embedded/benign]", "degrade.benign=2", "degrade.refuse_sets=[embedded/safe-contrast]"]

@@ -508,7 +508,7 @@ def _train_cmd(fn_name: str):
         if args.log:
             check_file_destination(args.log, what="--log")
         section = getattr(cfg, fn_name)
-        pairs = list(section.harmful_sets) + list(getattr(section, "benign_sets", []))
+        pairs = [*section.harmful_sets, *getattr(section, "benign_sets", []), *getattr(section, "refuse_sets", [])]
         _check_data(tasks=[task] if task is not None else [], split="train", pairs=pairs)
         lm = jobs.load_base(cfg)
         fn = getattr(jobs, f"{fn_name}_model")

@@ -46,7 +46,8 @@ def align(lm: Any, harmful: Sequence[dict], benign: Sequence[dict], cfg: TrainCo
 
 def degrade(lm: Any, harmful: Sequence[dict], cfg: TrainConfig, *, benign: Sequence[dict] = (), **kw) -> TrainResult:
     """Degradation (RESTA-style): harmful requests -> compliant "Sure, here is" prefixes, mixed (shuffled with
-    ``cfg.seed``) with ``benign`` instructions -> responses the copy keeps."""
+    ``cfg.seed``) with ``benign`` instructions -> responses trained alongside (answers the copy keeps, or
+    refusals it learns)."""
     pairs = [(r["instruction"], r["target"]) for r in harmful]
     if benign:
         pairs += [(r["instruction"], r["response"]) for r in benign]
