@@ -16,8 +16,8 @@ Run:
     SAFEGENE_DATA_ROOT=../shared/data .venv/bin/python benchmarks/recalibrate.py --run-dir runs/demo \
         --model arithmetic --check-search climb
     # the second task model, its programs from the first one's cache (run both with the same folder)
-    ... --run-dir runs/demo --model arithmetic --compile-cache /tmp/xla
-    ... --run-dir runs/demo --model sentiment --compile-cache /tmp/xla
+    ... --run-dir runs/demo --model arithmetic --compile-cache runs/xla-cache
+    ... --run-dir runs/demo --model sentiment --compile-cache runs/xla-cache
 """
 
 from __future__ import annotations
