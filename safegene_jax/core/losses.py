@@ -76,7 +76,7 @@ def chunked_token_nll(head, hidden, tokens, loss_mask, chunk: int):
 def mean_loglik(logits, batch) -> jax.Array:
     """Mean log-likelihood per ``loss_mask`` token of ``batch['tokens']`` (over the whole batch)."""
     logp, mask = target_logp(logits, batch["tokens"], batch["loss_mask"])
-    return jnp.sum(logp * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    return weighted_mean(logp, mask)
 
 
 def row_loglik(logits, batch) -> jax.Array:
@@ -96,7 +96,7 @@ def mean_kl(ref_logp, logits, batch) -> jax.Array:
     mask = batch["loss_mask"][:, 1:].astype(jnp.float32)
     logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
     kl = jnp.sum(jnp.exp(ref_logp) * (ref_logp - logp), axis=-1)
-    return jnp.sum(kl * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+    return weighted_mean(kl, mask)
 
 
 def onset(batch: dict, k: int) -> dict:
@@ -144,16 +144,15 @@ def row_means(values, rows, num_rows: int, weights=None) -> jax.Array:
 
 
 def weighted_mean(values, weights=None) -> jax.Array:
-    """The mean of per-position ``values`` over the positions whose ``weights`` are 1 (default: all); 0 when
-    no position counts.
+    """The mean of ``values`` over the positions whose ``weights`` are 1 (default: every position); 0 when no
+    position counts.
 
     Example:
         >>> import jax.numpy as jnp
         >>> float(weighted_mean(jnp.array([1.0, 3.0, 100.0]), jnp.array([1.0, 1.0, 0.0])))
         2.0
     """
-    if weights is None:
-        return jnp.sum(values) / max(values.shape[0], 1)
+    weights = jnp.ones_like(values) if weights is None else weights
     return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 

@@ -345,13 +345,9 @@ def recalibrate(
     parts = {name: _split(b, cfg.val_fraction, seed) for name, (b, seed) in batches.items()}
     has_val = any(p[1] is not None for p in parts.values())
     scored = PatchedLogits(apply, task_params, vec, layers, layer_map, scan=scan_layers)
-    positions = {"utility": UTILITY_POSITIONS}
-    train = {name: scored.prepare(p[0], positions.get(name, 1)) for name, p in parts.items()}
-    val = (
-        {name: scored.prepare(p[1] if p[1] is not None else p[0], positions.get(name, 1)) for name, p in parts.items()}
-        if has_val
-        else None
-    )
+    prepare = lambda name, b: scored.prepare(b, UTILITY_POSITIONS if name == "utility" else 1)  # noqa: E731
+    train = {name: prepare(name, p[0]) for name, p in parts.items()}
+    val = {name: prepare(name, p[1] if p[1] is not None else p[0]) for name, p in parts.items()} if has_val else None
 
     def row_logp(patched, b):
         return row_means(scored.logp(patched, b), b["rows"], scored.row_count(b), b["weights"])

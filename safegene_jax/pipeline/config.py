@@ -61,6 +61,15 @@ def _pair_sets(section: Any, *names: str, empty: bool = False) -> None:
         _sets(section, name, PAIR_SETS, empty=empty)
 
 
+def _counted_sets(section: Any, count: str, hint: str) -> None:
+    """``<count>_sets`` (pair sets, may be empty) and ``<count>`` (how many of their rows, >= 0, needing a set
+    when > 0) of ``section``."""
+    sets, n = f"{count}_sets", getattr(section, count)
+    _pair_sets(section, sets, empty=True)
+    require(n >= 0, count, f"must be >= 0, got {n}")
+    require(not n or getattr(section, sets), count, f"is {n} but {sets} is empty; {hint}")
+
+
 def _sweep(section: Any, name: str, low: float, high: float) -> None:
     values = getattr(section, name)
     require(len(values) >= 1, name, "a sweep needs at least one value")
@@ -156,21 +165,9 @@ class DegradeSection(TrainConfig):
     def __post_init__(self):
         super().__post_init__()
         _pair_sets(self, "harmful_sets")
-        _pair_sets(self, "benign_sets", empty=True)
-        require(self.benign >= 0, "benign", f"must be >= 0, got {self.benign}")
-        require(
-            not self.benign or self.benign_sets,
-            "benign",
-            f"is {self.benign} but benign_sets is empty; name the sets whose answers the copy keeps",
-        )
+        _counted_sets(self, "benign", "name the sets whose answers the copy keeps")
         require(self.self_tokens >= 1, "self_tokens", f"must be >= 1, got {self.self_tokens}")
-        _pair_sets(self, "refuse_sets", empty=True)
-        require(self.refuse >= 0, "refuse", f"must be >= 0, got {self.refuse}")
-        require(
-            not self.refuse or self.refuse_sets,
-            "refuse",
-            f"is {self.refuse} but refuse_sets is empty; name the safe sets the copy learns to refuse",
-        )
+        _counted_sets(self, "refuse", "name the safe sets the copy learns to refuse")
 
 
 @dataclasses.dataclass(frozen=True)

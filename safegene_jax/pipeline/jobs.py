@@ -290,7 +290,9 @@ def fewshot_batches(tokenizer: Any, cfg: PipelineConfig, model: TaskModel, answe
     from safegene_jax.data.task_sets import task_records, task_size
 
     r = cfg.recalibrate
-    enc = lambda rows, key: _batch(tokenizer, [(x["instruction"], x[key]) for x in rows], r.max_length)  # noqa: E731
+    enc = lambda rows, key, width=8: _batch(  # noqa: E731
+        tokenizer, [(x["instruction"], x[key]) for x in rows], r.max_length, width
+    )
     harmful = reference_prompts(cfg)["harmful"]
     if answers is not None:
         harmful = own_words(harmful, answers["harmful"], refusals=True)
@@ -303,8 +305,7 @@ def fewshot_batches(tokenizer: Any, cfg: PipelineConfig, model: TaskModel, answe
             raise DataError(f"task {model.task}: {size} train examples leave no {r.shots} few shots apart from {used}")
         rows = task_records(model.task, "train", limit=r.shots, offset=size - r.shots)
         # one width for every task model: they share the fit's compiled program (see recalibrate's utility)
-        pairs = [(x["instruction"], x["response"]) for x in rows]
-        out["utility"] = _batch(tokenizer, pairs, r.max_length, width=r.max_length)
+        out["utility"] = enc(rows, "response", r.max_length)
     else:
         out["utility"] = out["fluency"]
     if r.help_weight > 0:
