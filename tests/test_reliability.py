@@ -147,6 +147,49 @@ def test_a_damaged_adapter_is_refused(tmp_path):
     assert not out.exists()
 
 
+def test_reads_abandoned_by_a_failed_restore_are_quieted_from_its_start(tmp_path, monkeypatch):
+    """TensorStore's callbacks can report Orbax's closed event loop while a failed restore is still unwinding:
+    the filter is in place before Orbax is called, and it drops only those reports."""
+    import sys
+    import types
+
+    import orbax.checkpoint as ocp
+
+    from safegene_jax.store import trees
+
+    save_tree(tmp_path / "ck", {"w": np.ones(3, np.float32)})
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+    monkeypatch.setattr(trees, "ABANDONED", [])
+
+    class Failing:
+        def __init__(self, *args, **kwargs):
+            self.hook = sys.unraisablehook
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def restore(self, *args, **kwargs):
+            assert getattr(self.hook, "quiets_abandoned_reads", False), "the filter came after Orbax was called"
+            raise ValueError("FAILED_PRECONDITION: ZSTD_decompressStream() failed")
+
+    monkeypatch.setattr(ocp, "Checkpointer", Failing)
+    with pytest.raises(CheckpointError, match="cannot be read, damaged or incomplete .*ZSTD"):
+        restore_tree(tmp_path / "ck")
+    assert trees.ABANDONED == [(tmp_path / "ck").absolute()]
+
+    def report(obj, exc):
+        return types.SimpleNamespace(object=obj, exc_value=exc, exc_type=type(exc), exc_traceback=None, err_msg=None)
+
+    closed, other = report(None, RuntimeError("Event loop is closed")), report(None, RuntimeError("something else"))
+    sys.unraisablehook(closed)
+    sys.unraisablehook(other)
+    assert seen == [other]
+
+
 def test_cli_outputs_are_checked_before_any_work(tmp_path, capsys):
     a = tiny_model_folder(tmp_path / "a", seed=0)
     theirs = tmp_path / "theirs"

@@ -924,7 +924,7 @@ def run() -> None:
     code = main()
     from safegene_jax.store import trees
 
-    if code != 0 and trees.ABANDONED_READS:
+    if code != 0 and trees.ABANDONED:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -91,20 +91,21 @@ def _save_remote(path: str, tree: Any, metadata: dict | None, overwrite: bool) -
         storage.publish_folder(pathlib.Path(tmp) / "tree-save", path, overwrite=True, what="checkpoint destination")
 
 
-ABANDONED_READS = False
-"""Whether a failed restore left reads of the storage layer in flight (a command line then ends at once,
-without the interpreter's teardown, which could still report them: see :func:`safegene_jax.pipeline.cli.run`)."""
+ABANDONED: list[pathlib.Path] = []
+"""The checkpoints whose failed restore left reads of the storage layer in flight (a command line then ends at
+once, without the interpreter's teardown, which could still report them: see
+:func:`safegene_jax.pipeline.cli.run`)."""
 
 
 def _quiet_abandoned_reads() -> None:
     """After a failed restore, Orbax leaves the other reads in flight: their coroutines raise again when they
     are closed, and TensorStore's callbacks find Orbax's event loop closed. Python reports both through
     ``sys.unraisablehook`` as tracebacks on stderr, after the error that already names the damaged checkpoint.
-    This drops those two reports, and only those, for the rest of the process."""
+    This drops those two reports, and only those, for the rest of the process. It is installed before a
+    restore starts: a callback can fire while the failed restore is still unwinding, before its error is
+    caught."""
     import sys
 
-    global ABANDONED_READS
-    ABANDONED_READS = True
     previous = sys.unraisablehook
     if getattr(previous, "quiets_abandoned_reads", False):
         return
@@ -152,6 +153,7 @@ def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = N
         raise CheckpointError(f"{path} is a file, not a checkpoint folder")
     if not (path / "tree").is_dir():
         raise CheckpointError(f"{path} is not a checkpoint of safegene_jax (no tree/ folder in it)")
+    _quiet_abandoned_reads()
     try:
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
             if target is None and jax.process_count() > 1:
@@ -159,7 +161,7 @@ def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = N
             tree_args = ocp.args.StandardRestore(abstract_like(target, shardings) if target is not None else None)
             restored = ckpt.restore(path, args=ocp.args.Composite(tree=tree_args, meta=ocp.args.JsonRestore()))
     except Exception as e:  # noqa: BLE001 - whatever the storage layer raises on damaged files
-        _quiet_abandoned_reads()
+        ABANDONED.append(path)
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(f"{path} cannot be read, damaged or incomplete ({type(e).__name__}: {first})") from e
     meta = restored.meta or {}
