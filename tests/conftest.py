@@ -17,6 +17,11 @@ os.environ["SAFEGENE_TFDS_DIR"] = tempfile.mkdtemp(prefix="safegene-tfds-")
 os.environ["SAFEGENE_OFFLINE"] = "1"
 # pipeline runs turn on JAX's persistent compilation cache; in tests it lives in a temporary folder
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="safegene-xla-"))
+# every program goes to that cache, not only those that took a second to compile: the tests build the same tiny
+# programs again and again (each call of a method traces its own jitted closures), and the cache serves the
+# compiled program whatever function object asked for it; as an environment variable, the tests' child
+# processes (command lines, killed writers, the notebook, multi-process runs) share it too
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 # the fixture maker needs torch, which is not a dependency; it is run by hand (see its docstring)
 collect_ignore = ["make_fixtures.py", "multiprocess_worker.py"]  # the worker runs as its own process
