@@ -1,10 +1,11 @@
-"""Layer scoring on SmolLM2-135M-Instruct: one jitted evaluation of all 30 layers (``score_layers``: its
-exact prefix and patch methods, the first-order linear method, and the hybrid that scores the linear top
-``--hybrid-k`` exactly) against a Python loop that patches each layer and runs the same jitted scoring
-forward, in one run.
+"""Layer scoring on SmolLM2-135M-Instruct (or a run's model): one jitted evaluation of all its layers
+(``score_layers``: its exact prefix and patch methods, the first-order linear method, and the hybrid that
+scores the linear top ``--hybrid-k`` exactly) against a Python loop that patches each layer and runs the
+same jitted scoring forward, in one run.
 
 With ``--run-dir`` (a pipeline run with ``models/aligned`` and ``models/degraded``) the vector is that run's
-real safety vector and the scores are taken on its degraded model, so the rankings mean something: the
+real safety vector and the scores are taken on its degraded model (of any family: SmolLM2, Gemma 3), so the
+rankings mean something: the
 Spearman correlation of the linear gains with the loop's, the overlap of their top 10, and whether the
 hybrid selects the loop's top 10 are reported. Without it the vector is a random perturbation of every
 layer leaf (timing does not depend on its values). The probes are harmful requests with refusals and
@@ -13,6 +14,7 @@ is reported as resident memory above the loaded model and probes, next to the si
 
 Run:
     .venv/bin/python benchmarks/selection.py [--run-dir runs/demo]
+    .venv/bin/python benchmarks/selection.py --run-dir runs/gemma3-270m --hybrid-k 14   # 18 layers
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def run(args) -> dict:
         t0 = time.perf_counter()
         ref_h = mean_loglik(apply(params, harmful["tokens"], harmful["attention_mask"]), harmful)
         ref_logp = reference_logp(apply(params, benign["tokens"], benign["attention_mask"]))
-        n = 30
+        n = lm.config.num_hidden_layers
         gains = []
         for layer in range(n):
             patched = sg.apply_vector(params, vec, np.eye(n, dtype=np.float32)[layer], check_finite=False)
@@ -77,6 +79,7 @@ def run(args) -> dict:
         "seconds": seconds,
         "extra_peak_GiB": peak_rss_gib() - base,
         "model_GiB": model_gib,
+        "model": f"{lm.config.model_type}, {lm.config.num_hidden_layers} layers",
         "gains": [float(g) for g in np.asarray(gains)],
     }
 
@@ -119,7 +122,7 @@ def main(argv=None):
     }
     model = results["prefix"]["model_GiB"]
     print(
-        f"SmolLM2-135M-Instruct, 30 layers scored, {args.probes}+{args.probes} probes x {args.length} tokens, "
+        f"{results['loop']['model']} scored, {args.probes}+{args.probes} probes x {args.length} tokens, "
         f"chunk {args.chunk} (patch: {args.patch_chunk}); model params {model:.2f} GiB (float32); "
         "times include compilation"
     )
