@@ -5,16 +5,15 @@ same jitted scoring forward, in one run.
 
 With ``--run-dir`` (a pipeline run with ``models/aligned`` and ``models/degraded``) the vector is that run's
 real safety vector and the scores are taken on its degraded model (of any family: SmolLM2, Gemma 3), so the
-rankings mean something: the
-Spearman correlation of the linear gains with the loop's, the overlap of their top 10, and whether the
-hybrid selects the loop's top 10 are reported. Without it the vector is a random perturbation of every
-layer leaf (timing does not depend on its values). The probes are harmful requests with refusals and
-benign instructions with answers from the embedded data. Each variant runs in a fresh process; peak memory
-is reported as resident memory above the loaded model and probes, next to the size of the model's params.
+rankings mean something: the Spearman correlation of the linear gains with the loop's, the overlap of their
+top 10, and whether the hybrid selects the loop's top 10 are reported. Without it the vector is a random
+perturbation of every layer leaf (timing does not depend on its values). The probes are harmful requests with
+refusals and benign instructions with answers from the embedded data. Each variant runs in a fresh process;
+peak memory is reported as resident memory above the loaded model and probes, next to the size of the model's params.
 
 Run:
     .venv/bin/python benchmarks/selection.py [--run-dir runs/demo]
-    .venv/bin/python benchmarks/selection.py --run-dir runs/gemma3-270m --hybrid-k 14   # 18 layers
+    .venv/bin/python benchmarks/selection.py --run-dir runs/gemma3-270m --hybrid-k 14   # of its 18 layers
 """
 
 from __future__ import annotations
@@ -45,6 +44,8 @@ def run(args) -> dict:
         params = lm.params
         vec = random_layer_vector(params)
     harmful, benign = embedded_batches(lm.tokenizer, "probe", args.probes, args.length)
+    layers = lm.config.num_hidden_layers
+    hybrid_k = args.hybrid_k or min(20, layers)
     model_gib = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) / 1024**3
     base = peak_rss_gib("VmRSS")
     reset_peak()
@@ -52,7 +53,7 @@ def run(args) -> dict:
         t0 = time.perf_counter()
         chunk = args.patch_chunk if args.variant == "patch" else args.chunk
         scores = score_layers(
-            lm.apply, params, vec, harmful, benign, chunk_size=chunk, method=args.variant, hybrid_k=args.hybrid_k
+            lm.apply, params, vec, harmful, benign, chunk_size=chunk, method=args.variant, hybrid_k=hybrid_k
         )
         seconds = time.perf_counter() - t0
         gains = scores.safety_gain
@@ -67,10 +68,9 @@ def run(args) -> dict:
         t0 = time.perf_counter()
         ref_h = mean_loglik(apply(params, harmful["tokens"], harmful["attention_mask"]), harmful)
         ref_logp = reference_logp(apply(params, benign["tokens"], benign["attention_mask"]))
-        n = lm.config.num_hidden_layers
         gains = []
-        for layer in range(n):
-            patched = sg.apply_vector(params, vec, np.eye(n, dtype=np.float32)[layer], check_finite=False)
+        for layer in range(layers):
+            patched = sg.apply_vector(params, vec, np.eye(layers, dtype=np.float32)[layer], check_finite=False)
             g, _ = score(patched, ref_logp, ref_h)
             gains.append(float(g))
             del patched
@@ -79,7 +79,8 @@ def run(args) -> dict:
         "seconds": seconds,
         "extra_peak_GiB": peak_rss_gib() - base,
         "model_GiB": model_gib,
-        "model": f"{lm.config.model_type}, {lm.config.num_hidden_layers} layers",
+        "model": f"{lm.config.model_type}, {layers} layers",
+        "hybrid_k": hybrid_k,
         "gains": [float(g) for g in np.asarray(gains)],
     }
 
@@ -90,7 +91,9 @@ def main(argv=None):
     parser.add_argument("--length", type=int, default=96)
     parser.add_argument("--chunk", type=int, default=8, help="chunk_size of the prefix method")
     parser.add_argument("--patch-chunk", type=int, default=1, help="chunk_size of the patch method (model copies)")
-    parser.add_argument("--hybrid-k", type=int, default=20, help="candidates the hybrid scores exactly")
+    parser.add_argument(
+        "--hybrid-k", type=int, default=None, help="candidates the hybrid scores exactly (default: 20 or the layers)"
+    )
     parser.add_argument("--run-dir", default=None, help="a pipeline run: its real safety vector and degraded model")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--json")
@@ -99,7 +102,7 @@ def main(argv=None):
         print(json.dumps(run(args)))
         return
     common = ["--probes", str(args.probes), "--length", str(args.length), "--chunk", str(args.chunk)]
-    common += ["--patch-chunk", str(args.patch_chunk), "--hybrid-k", str(args.hybrid_k)]
+    common += ["--patch-chunk", str(args.patch_chunk)] + (["--hybrid-k", str(args.hybrid_k)] if args.hybrid_k else [])
     if args.run_dir:
         common += ["--run-dir", args.run_dir]
     results = run_sides(__file__, VARIANTS, "--variant", common)
@@ -141,7 +144,7 @@ def main(argv=None):
     print(
         f"linear vs exact ({'the run' + chr(39) + 's real vector' if args.run_dir else 'a random vector'}): "
         f"Spearman {r['spearman_linear_vs_exact']:.3f}, top-10 overlap {r['top10_overlap_linear']}/10; "
-        f"hybrid (k={args.hybrid_k}) top 10 = exact top 10: {r['hybrid_top10_equals_exact']}"
+        f"hybrid (k={results['hybrid']['hybrid_k']}) top 10 = exact top 10: {r['hybrid_top10_equals_exact']}"
     )
     write_json(args.json, results)
 

@@ -149,7 +149,8 @@ def test_a_damaged_adapter_is_refused(tmp_path):
 
 def test_reads_abandoned_by_a_failed_restore_are_quieted_from_its_start(tmp_path, monkeypatch):
     """TensorStore's callbacks can report Orbax's closed event loop while a failed restore is still unwinding:
-    the filter is in place before Orbax is called, and it drops only those reports."""
+    the filter is in place before Orbax is called; it drops only those reports (and Orbax's abandoned reads),
+    during a restore and after a failed one, never after restores that all succeeded."""
     import sys
     import types
 
@@ -157,14 +158,32 @@ def test_reads_abandoned_by_a_failed_restore_are_quieted_from_its_start(tmp_path
 
     from safegene_jax.store import trees
 
+    def report(obj, exc):
+        return types.SimpleNamespace(object=obj, exc_value=exc, exc_type=type(exc), exc_traceback=None, err_msg=None)
+
+    async def read():  # a coroutine of Orbax's, as the interpreter reports an abandoned one
+        pass
+
+    read.__code__ = read.__code__.replace(co_filename="/site-packages/orbax/checkpoint/serialization.py")
+    abandoned = read()
+    abandoned.close()
+    closed, other = report(None, RuntimeError("Event loop is closed")), report(None, RuntimeError("something else"))
+    orbax_read = report(abandoned, ValueError("FAILED_PRECONDITION"))
+
     save_tree(tmp_path / "ck", {"w": np.ones(3, np.float32)})
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
     monkeypatch.setattr(trees, "ABANDONED", [])
+    restore_tree(tmp_path / "ck")  # whole: the filter is installed and lets every report through
+    assert getattr(sys.unraisablehook, "quiets_abandoned_reads", False)
+    sys.unraisablehook(closed)
+    assert seen == [closed]
+
+    hooked = []
 
     class Failing:
         def __init__(self, *args, **kwargs):
-            self.hook = sys.unraisablehook
+            pass
 
         def __enter__(self):
             return self
@@ -173,20 +192,18 @@ def test_reads_abandoned_by_a_failed_restore_are_quieted_from_its_start(tmp_path
             return False
 
         def restore(self, *args, **kwargs):
-            assert getattr(self.hook, "quiets_abandoned_reads", False), "the filter came after Orbax was called"
+            seen.clear()
+            sys.unraisablehook(closed)  # a callback that fires while the restore runs
+            hooked.append(list(seen))
             raise ValueError("FAILED_PRECONDITION: ZSTD_decompressStream() failed")
 
     monkeypatch.setattr(ocp, "Checkpointer", Failing)
     with pytest.raises(CheckpointError, match="cannot be read, damaged or incomplete .*ZSTD"):
         restore_tree(tmp_path / "ck")
+    assert hooked == [[]], "a closed-loop report during the restore was not dropped"
     assert trees.ABANDONED == [(tmp_path / "ck").absolute()]
-
-    def report(obj, exc):
-        return types.SimpleNamespace(object=obj, exc_value=exc, exc_type=type(exc), exc_traceback=None, err_msg=None)
-
-    closed, other = report(None, RuntimeError("Event loop is closed")), report(None, RuntimeError("something else"))
-    sys.unraisablehook(closed)
-    sys.unraisablehook(other)
+    for r in (closed, other, orbax_read):
+        sys.unraisablehook(r)
     assert seen == [other]
 
 

@@ -97,13 +97,18 @@ once, without the interpreter's teardown, which could still report them: see
 :func:`safegene_jax.pipeline.cli.run`)."""
 
 
+_RESTORING = [0]
+"""How many restores are under way: the filter of :func:`_quiet_abandoned_reads` acts during them."""
+
+
 def _quiet_abandoned_reads() -> None:
     """After a failed restore, Orbax leaves the other reads in flight: their coroutines raise again when they
     are closed, and TensorStore's callbacks find Orbax's event loop closed. Python reports both through
-    ``sys.unraisablehook`` as tracebacks on stderr, after the error that already names the damaged checkpoint.
-    This drops those two reports, and only those, for the rest of the process. It is installed before a
-    restore starts: a callback can fire while the failed restore is still unwinding, before its error is
-    caught."""
+    ``sys.unraisablehook`` as tracebacks on stderr, beside the error that already names the damaged
+    checkpoint. This installs a filter that drops those two reports, and only those, while a restore is under
+    way (a callback can fire while a failed restore is still unwinding, before its error is caught) and,
+    once a restore has failed (:data:`ABANDONED`), for the rest of the process. Other reports, and these
+    two outside a restore of a process where none failed, go to the hook that was there before."""
     import sys
 
     previous = sys.unraisablehook
@@ -114,7 +119,7 @@ def _quiet_abandoned_reads() -> None:
         obj, exc = unraisable.object, unraisable.exc_value
         orbax_read = "orbax" in getattr(getattr(obj, "cr_code", None), "co_filename", "")
         closed_loop = obj is None and isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
-        if not (orbax_read or closed_loop):
+        if not ((_RESTORING[0] or ABANDONED) and (orbax_read or closed_loop)):
             previous(unraisable)
 
     hook.quiets_abandoned_reads = True
@@ -154,6 +159,7 @@ def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = N
     if not (path / "tree").is_dir():
         raise CheckpointError(f"{path} is not a checkpoint of safegene_jax (no tree/ folder in it)")
     _quiet_abandoned_reads()
+    _RESTORING[0] += 1
     try:
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
             if target is None and jax.process_count() > 1:
@@ -164,6 +170,8 @@ def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = N
         ABANDONED.append(path)
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(f"{path} cannot be read, damaged or incomplete ({type(e).__name__}: {first})") from e
+    finally:
+        _RESTORING[0] -= 1
     meta = restored.meta or {}
     if not isinstance(meta, dict):
         raise CheckpointError(
