@@ -86,7 +86,7 @@ for k in range(1, 10_000):
 
 
 @pytest.mark.parametrize("kind", ["tree", "hf"])
-def test_killed_writers_leave_the_previous_output_whole(tmp_path, kind):
+def test_killed_writers_leave_the_previous_output_whole(tmp_path, tmp_path_factory, kind):
     """A writer killed (SIGKILL) at several points: the destination is always a complete earlier or later
     version, and the next write leaves no orphan."""
     from safegene_jax.models import load_model
@@ -98,7 +98,10 @@ def test_killed_writers_leave_the_previous_output_whole(tmp_path, kind):
         tiny_model_folder(dest, layers=2, seed=0)
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(tests=str(ROOT / "tests")))
+    # its own compilation cache: a child killed while JAX writes a cache entry leaves it truncated (JAX writes
+    # entries in place), and other processes reading the suite's cache would warn about it on stderr
     env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("xla"))
     for delay in (0.05, 0.13, 0.31, 0.57):
         proc = subprocess.Popen(
             [sys.executable, str(script), kind, str(dest)], stdout=subprocess.PIPE, env=env, text=True

@@ -159,6 +159,7 @@ def test_killed_run_resumes_to_the_same_params(lm, tmp_path):
     tiny_model_folder(model_dir)
     ckpt = tmp_path / "ckpt"
     env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "xla")  # killed: a cache entry it was writing stays here
     child = subprocess.Popen(
         [sys.executable, os.path.join(HERE, "train_child.py"), str(model_dir), str(ckpt), "0.4"],
         env=env,
