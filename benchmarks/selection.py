@@ -45,7 +45,7 @@ def run(args) -> dict:
         vec = random_layer_vector(params)
     harmful, benign = embedded_batches(lm.tokenizer, "probe", args.probes, args.length)
     layers = lm.config.num_hidden_layers
-    hybrid_k = args.hybrid_k or min(20, layers)
+    hybrid_k = min(20, layers) if args.hybrid_k is None else args.hybrid_k
     model_gib = sum(x.nbytes for x in jax.tree_util.tree_leaves(params)) / 1024**3
     base = peak_rss_gib("VmRSS")
     reset_peak()
@@ -102,7 +102,9 @@ def main(argv=None):
         print(json.dumps(run(args)))
         return
     common = ["--probes", str(args.probes), "--length", str(args.length), "--chunk", str(args.chunk)]
-    common += ["--patch-chunk", str(args.patch_chunk)] + (["--hybrid-k", str(args.hybrid_k)] if args.hybrid_k else [])
+    common += ["--patch-chunk", str(args.patch_chunk)]
+    if args.hybrid_k is not None:  # else each side takes 20 or its model's layer count
+        common += ["--hybrid-k", str(args.hybrid_k)]
     if args.run_dir:
         common += ["--run-dir", args.run_dir]
     results = run_sides(__file__, VARIANTS, "--variant", common)
