@@ -39,8 +39,11 @@ study: $(BIN)/python
 notebook: install
 	$(BIN)/python tpu/render_notebook.py
 
+# the suite in TEST_WORKERS processes (pytest-xdist); idle workers take tests from busy ones (worksteal), since
+# a few files hold most of the time
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: install
 	$(PIP) -e '.[bench]'

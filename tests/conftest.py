@@ -2,7 +2,11 @@
 
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# the backend's optimisation level 0: the tests' programs are tiny and each runs a few times, so compiling them
+# (LLVM's passes) costs far more than running them; the programs compute the same values
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pathlib  # noqa: E402
@@ -15,8 +19,14 @@ if SHARED_DATA.is_dir():
     os.environ.setdefault("SAFEGENE_DATA_ROOT", str(SHARED_DATA))
 os.environ["SAFEGENE_TFDS_DIR"] = tempfile.mkdtemp(prefix="safegene-tfds-")
 os.environ["SAFEGENE_OFFLINE"] = "1"
-# pipeline runs turn on JAX's persistent compilation cache; in tests it lives in a temporary folder
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="safegene-xla-"))
+# pipeline runs turn on JAX's persistent compilation cache; in tests it lives in a temporary folder, one for each
+# pytest-xdist worker (JAX writes an entry in place and without a lock, so two workers writing the same program
+# could hand a third reader a truncated entry); a worker inherits the controller's environment, so it replaces it
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"safegene-xla-{_WORKER}-")
+else:
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="safegene-xla-"))
 # every program goes to that cache, not only those that took a second to compile: the tests build the same tiny
 # programs again and again (each call of a method traces its own jitted closures), and the cache serves the
 # compiled program whatever function object asked for it; as an environment variable, the tests' child
