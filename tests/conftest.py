@@ -10,23 +10,32 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
 import tempfile  # noqa: E402
+
+_MADE: list[str] = []  # the temporary folders made here, removed when the session ends (pytest_unconfigure)
+
+
+def _temporary(prefix: str) -> str:
+    _MADE.append(tempfile.mkdtemp(prefix=prefix))
+    return _MADE[-1]
+
 
 # Data: the project's shared data beside the repo (read-only), prepared TFDS data in a temporary folder,
 # and never a download.
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 if SHARED_DATA.is_dir():
     os.environ.setdefault("SAFEGENE_DATA_ROOT", str(SHARED_DATA))
-os.environ["SAFEGENE_TFDS_DIR"] = tempfile.mkdtemp(prefix="safegene-tfds-")
+os.environ["SAFEGENE_TFDS_DIR"] = _temporary("safegene-tfds-")
 os.environ["SAFEGENE_OFFLINE"] = "1"
 # pipeline runs turn on JAX's persistent compilation cache; in tests it lives in a temporary folder, one for each
 # pytest-xdist worker (JAX writes an entry in place and without a lock, so two workers writing the same program
 # could hand a third reader a truncated entry); a worker inherits the controller's environment, so it replaces it
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if _WORKER:
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"safegene-xla-{_WORKER}-")
-else:
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="safegene-xla-"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _temporary(f"safegene-xla-{_WORKER}-")
+elif "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _temporary("safegene-xla-")
 # every program goes to that cache, not only those that took a second to compile: the tests build the same tiny
 # programs again and again (each call of a method traces its own jitted closures), and the cache serves the
 # compiled program whatever function object asked for it; as an environment variable, the tests' child
@@ -59,3 +68,10 @@ def bucket(tmp_path, monkeypatch):
     (tmp_path / "bucket").mkdir()
     with folder_bucket(tmp_path / "bucket") as root:
         yield root
+
+
+def pytest_unconfigure(config):
+    """Removes the temporary folders this process made (each xdist worker its own; the tests' child processes
+    have ended by now)."""
+    for folder in _MADE:
+        shutil.rmtree(folder, ignore_errors=True)
