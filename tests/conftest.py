@@ -4,20 +4,33 @@ import os
 
 # the backend's optimisation level 0: the tests' programs are tiny and each runs a few times, so compiling them
 # (LLVM's passes) costs far more than running them; the programs compute the same values
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
-).strip()
+# (the flags are added once: pytest-xdist's workers inherit the controller's environment)
+_FLAGS = os.environ.get("XLA_FLAGS", "").split()
+for _flag in ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0"):
+    if _flag not in _FLAGS:
+        _FLAGS.append(_flag)
+os.environ["XLA_FLAGS"] = " ".join(_FLAGS)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pathlib  # noqa: E402
 import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
-_MADE: list[str] = []  # the temporary folders made here, removed when the session ends (pytest_unconfigure)
+# Every temporary folder made here lies in one root that the first process makes (the only process without
+# -n, the controller with it; workers find it in the environment); each process removes what it made when the
+# session ends (pytest_unconfigure), and the controller removes the root, with the folders of a worker that died
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_MADE: list[str] = []
+if _WORKER and os.path.isdir(os.environ.get("SAFEGENE_TESTS_TMP", "")):
+    _ROOT = os.environ["SAFEGENE_TESTS_TMP"]
+else:
+    _ROOT = tempfile.mkdtemp(prefix="safegene-tests-")
+    os.environ["SAFEGENE_TESTS_TMP"] = _ROOT
+    _MADE.append(_ROOT)
 
 
 def _temporary(prefix: str) -> str:
-    _MADE.append(tempfile.mkdtemp(prefix=prefix))
+    _MADE.append(tempfile.mkdtemp(prefix=prefix, dir=_ROOT))
     return _MADE[-1]
 
 
@@ -30,8 +43,8 @@ os.environ["SAFEGENE_TFDS_DIR"] = _temporary("safegene-tfds-")
 os.environ["SAFEGENE_OFFLINE"] = "1"
 # pipeline runs turn on JAX's persistent compilation cache; in tests it lives in a temporary folder, one for each
 # pytest-xdist worker (JAX writes an entry in place and without a lock, so two workers writing the same program
-# could hand a third reader a truncated entry); a worker inherits the controller's environment, so it replaces it
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+# could hand a third reader a truncated entry); a worker inherits the controller's environment, so it replaces it,
+# even a folder the user named (without -n, a folder the environment names is used)
 if _WORKER:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _temporary(f"safegene-xla-{_WORKER}-")
 elif "JAX_COMPILATION_CACHE_DIR" not in os.environ:
@@ -73,5 +86,5 @@ def bucket(tmp_path, monkeypatch):
 def pytest_unconfigure(config):
     """Removes the temporary folders this process made (each xdist worker its own; the tests' child processes
     have ended by now)."""
-    for folder in _MADE:
+    for folder in reversed(_MADE):
         shutil.rmtree(folder, ignore_errors=True)
