@@ -97,7 +97,7 @@ once, without the interpreter's teardown, which could still report them: see
 :func:`safegene_jax.pipeline.cli.run`)."""
 
 
-_RESTORING = [0]
+_RESTORING = 0
 """How many restores are under way: the filter of :func:`_quiet_abandoned_reads` acts during them."""
 
 
@@ -119,7 +119,7 @@ def _quiet_abandoned_reads() -> None:
         obj, exc = unraisable.object, unraisable.exc_value
         orbax_read = "orbax" in getattr(getattr(obj, "cr_code", None), "co_filename", "")
         closed_loop = obj is None and isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
-        if not ((_RESTORING[0] or ABANDONED) and (orbax_read or closed_loop)):
+        if not ((_RESTORING or ABANDONED) and (orbax_read or closed_loop)):
             previous(unraisable)
 
     hook.quiets_abandoned_reads = True
@@ -142,6 +142,7 @@ def _replicated_target(ocp: Any, path: pathlib.Path) -> Any:
 
 def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = None) -> tuple[Any, dict]:
     """``(tree, metadata)`` from :func:`save_tree`; with ``target``/``shardings`` it lands on those shardings."""
+    global _RESTORING
     import orbax.checkpoint as ocp
 
     from safegene_jax.core import storage
@@ -159,7 +160,7 @@ def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = N
     if not (path / "tree").is_dir():
         raise CheckpointError(f"{path} is not a checkpoint of safegene_jax (no tree/ folder in it)")
     _quiet_abandoned_reads()
-    _RESTORING[0] += 1
+    _RESTORING += 1
     try:
         with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as ckpt:
             if target is None and jax.process_count() > 1:
@@ -171,7 +172,7 @@ def restore_tree(path: str | os.PathLike, target: Any = None, shardings: Any = N
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise CheckpointError(f"{path} cannot be read, damaged or incomplete ({type(e).__name__}: {first})") from e
     finally:
-        _RESTORING[0] -= 1
+        _RESTORING -= 1
     meta = restored.meta or {}
     if not isinstance(meta, dict):
         raise CheckpointError(
