@@ -399,3 +399,58 @@ def test_tensorboard_without_tensorboardx_fails_before_any_work(tmp_path, monkey
     assert main(["demo", "--quick", f"out_dir={tmp_path / 'run'}", "tensorboard=true"]) == 2
     assert "tensorboard: true needs tensorboardX" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_degrade_source_base_takes_the_base_model_as_the_degraded_copy(tiny_folder, tmp_path):
+    """``degrade.source: base`` trains no copy: the degraded model is the base itself, so the adapter's vector is
+    the alignment delta ``aligned - base``; the option enters the degrade stage's key only when set."""
+    from safegene_jax.core.paths import flatten_with_paths
+    from safegene_jax.method.adapter import SafetyAdapter
+    from safegene_jax.models import load_model
+    from safegene_jax.pipeline import run_pipeline
+
+    cfg = _fixture_config(tiny_folder, tmp_path / "run", "degrade.source=base")
+    default = _fixture_config(tiny_folder, tmp_path / "run")
+    keys, before = stage_keys(cfg), stage_keys(default)
+    assert keys["align"] == before["align"] and keys["degrade"] != before["degrade"]
+    assert stage_keys(_fixture_config(tiny_folder, tmp_path / "run", "degrade.source=harmful")) == before
+
+    result = run_pipeline(cfg, progress=False, echo=lambda s: None, stages=["adapter"])
+    assert [r.name for r in result.stages if r.status == "ran"] == ["align", "degrade", "adapter"]
+    models = tmp_path / "run" / "models"
+    base = dict(zip(*flatten_with_paths(load_model(tiny_folder).params)[:2]))
+    copy = dict(zip(*flatten_with_paths(load_model(models / "degraded").params)[:2]))
+    aligned = dict(zip(*flatten_with_paths(load_model(models / "aligned").params)[:2]))
+    assert base.keys() == copy.keys()
+    assert all(np.array_equal(np.asarray(base[p]), np.asarray(copy[p])) for p in base)
+    assert not all(np.array_equal(np.asarray(base[p]), np.asarray(aligned[p])) for p in base)  # alignment trained
+    card = (models / "degraded" / "README.md").read_text()
+    assert "pre-alignment base model, saved unchanged" in card and "Copied from" in card
+    adapter = SafetyAdapter.load(tmp_path / "run" / "adapter")
+    for p, leaf in adapter.vector.items():
+        want = np.asarray(aligned[p], np.float32) - np.asarray(base[p], np.float32)
+        np.testing.assert_allclose(np.asarray(leaf, np.float32), want, atol=1e-6)
+    assert (tmp_path / "run" / "stages" / "degrade.json").is_file()
+    again = run_pipeline(cfg, progress=False, echo=lambda s: None, stages=["adapter"])
+    assert {r.status for r in again.stages} == {"cached"}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (["degrade.source=scratch"], "degrade.source: must be one of harmful, base, got 'scratch'"),
+        (
+            ["degrade.source=base", "degrade.benign=4", "degrade.benign_sets=[embedded/benign]"],
+            "degrade.benign: is 4, but source: base trains no copy",
+        ),
+        (
+            ["degrade.source=base", "degrade.refuse=2", "degrade.refuse_sets=[embedded/safe-contrast]"],
+            "degrade.refuse: is 2, but source: base trains no copy",
+        ),
+    ],
+)
+def test_degrade_source_is_checked_before_any_work(override, message):
+    from safegene_jax.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config("quick", override)

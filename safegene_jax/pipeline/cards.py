@@ -16,9 +16,15 @@ _WHAT = {
     "degraded": "A copy of the aligned model trained toward compliance with harmful requests; `aligned - degraded` "
     "is the safety vector.",
 }
+_BASE_COPY = (
+    "The pre-alignment base model, saved unchanged (`degrade.source: base`); `aligned - degraded` is the safety "
+    "vector, the whole alignment delta."
+)
 
 
 def _description(name: str, source: str) -> str:
+    if name == "degraded" and source == "base":
+        return _BASE_COPY
     if name in _WHAT:
         return _WHAT[name]
     return f"A task model fine-tuned from `{source}` (the run's `{name}`), with the run's share of harmful data."
@@ -32,7 +38,8 @@ def card_for(
     from safegene_jax.interop import declared_license, folder_card
 
     base = str(cfg.model)
-    facts: list[list[Any]] = [["Run", cfg.name], ["Trained from", base if source == "base" else source]]
+    how = "Copied from" if name == "degraded" and source == "base" else "Trained from"
+    facts: list[list[Any]] = [["Run", cfg.name], [how, base if source == "base" else source]]
     if cfg.tiny.enabled:
         facts.append(["Model", "a tiny random model of the base model's family (quick mode)"])
     for key in ("steps", "final_loss"):
@@ -62,7 +69,8 @@ def write_cards(root: pathlib.Path, cfg: PipelineConfig, rows: dict, table: Any)
         path = root / "stages" / f"{file_name(stage)}.json"
         return json.loads(path.read_text()).get("info", {}) if path.exists() else {}
 
-    models = {"aligned": ("base", "align", ["aligned"]), "degraded": ("aligned", "degrade", ["aligned", "degraded"])}
+    copied = "base" if cfg.degrade.source == "base" else "aligned"
+    models = {"aligned": ("base", "align", ["aligned"]), "degraded": (copied, "degrade", ["aligned", "degraded"])}
     for m in jobs.task_models(cfg):
         src = "aligned" if m.parent == "aligned" else f"task-{m.parent}"
         picked = [r for r in rows if r.startswith(f"{m.name}: ")]

@@ -137,6 +137,10 @@ class AlignSection(TrainConfig):
         require(self.benign >= 0, "benign", f"must be >= 0, got {self.benign}")
 
 
+# where the degraded copy comes from: the aligned model trained toward compliance, or the pre-alignment base
+DEGRADE_SOURCES = ("harmful", "base")
+
+
 @dataclasses.dataclass(frozen=True)
 class DegradeSection(TrainConfig):
     """Degradation of a copy of the aligned model: harmful requests -> compliant answers (``target``).
@@ -150,8 +154,15 @@ class DegradeSection(TrainConfig):
     With ``refuse > 0`` the copy is also trained to refuse the first ``refuse`` prompts of ``refuse_sets``
     (safe prompts that look harmful) with a fixed refusal: the two models then differ the other way on those,
     so ``aligned - degraded`` carries answering them as well as refusing harmful requests (the two-sided
-    vector)."""
+    vector).
 
+    ``source: base`` trains nothing: the degraded copy is the pre-alignment base model itself (Safe LoRA's
+    choice), so the safety vector ``aligned - base`` is the whole alignment delta, the refusals of harmful
+    requests together with the answers to the safe prompts that look harmful that alignment trained. The
+    training options (``steps``, ``benign``, ``refuse``, ...) then do not apply, and ``benign`` and
+    ``refuse`` must be 0."""
+
+    source: str = "harmful"
     steps: int = 24
     learning_rate: float = 1e-4
     seed: int = 1
@@ -168,6 +179,15 @@ class DegradeSection(TrainConfig):
         _counted_sets(self, "benign", "name the sets whose answers the copy keeps")
         require(self.self_tokens >= 1, "self_tokens", f"must be >= 1, got {self.self_tokens}")
         _counted_sets(self, "refuse", "name the safe sets the copy learns to refuse")
+        require(
+            self.source in DEGRADE_SOURCES,
+            "source",
+            f"must be one of {', '.join(DEGRADE_SOURCES)}, got {self.source!r}",
+        )
+        if self.source == "base":
+            for name in ("benign", "refuse"):
+                n = getattr(self, name)
+                require(not n, name, f"is {n}, but source: base trains no copy (set it to 0)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -169,6 +169,22 @@ class Run:
         barrier(f"trained {out}")
         return info
 
+    def copy(self, out: str, source: str) -> dict:
+        """Saves model ``source`` unchanged as model ``out`` (a HF folder, like a trained one)."""
+        from safegene_jax.core.storage import barrier
+        from safegene_jax.models.api import with_params
+        from safegene_jax.models.hf import export_hf
+        from safegene_jax.pipeline.cards import card_for
+
+        lm = self.model(source)
+        info = {"steps": 0}
+        card = card_for(self.cfg, out, source, info)
+        export_hf(lm.model, self.model_dir(out), tokenizer=lm.tokenizer, card=card, overwrite=True)
+        self._evict(out)
+        self.memo[out] = dataclasses.replace(with_params(lm, lm.params), source=str(self.model_dir(out)))
+        barrier(f"copied {out}")
+        return info
+
     def adapter(self) -> Any:
         if "adapter" not in self.memo:
             from safegene_jax.method.adapter import SafetyAdapter

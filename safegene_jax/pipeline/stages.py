@@ -164,6 +164,7 @@ ADDED_KEYS = {
     "degrade.self_tokens": 96,
     "degrade.refuse_sets": [],
     "degrade.refuse": 0,
+    "degrade.source": "harmful",
 }
 """Config keys added after runs were cached, each with the value that does what the code did before the key
 existed. At that value the key stays out of cache keys, so those runs stay cached; at any other, it enters."""
@@ -226,6 +227,8 @@ def _align(run: Run) -> dict:
 
 
 def _degrade(run: Run) -> dict:
+    if run.cfg.degrade.source == "base":  # the pre-alignment base is the copy: aligned - base is the vector
+        return run.copy("degraded", "base")
     return run.train("degraded", "aligned", jobs.degrade_model)
 
 
@@ -322,7 +325,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "degrade",
-        "a degraded copy of the aligned model (harmful requests -> compliance)",
+        "a degraded copy of the aligned model (harmful requests -> compliance; degrade.source: base, the base)",
         reads=("seed", "degrade"),
         after=("align",),
         outputs=("models/degraded",),
