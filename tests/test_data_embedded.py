@@ -68,3 +68,21 @@ def test_arithmetic_answers_are_right():
         q = r["instruction"]
         want = nums[0] * nums[1] - nums[2] if "boxes" in q else nums[0] - nums[1] + nums[2]
         assert int(r["answer"]) == want, q
+
+
+def test_the_two_halves_of_embedded_harmful_are_disjoint_and_hold_every_kind():
+    from safegene_jax.data.prompt_sets import pair_set
+
+    whole = pair_set("embedded/harmful")
+    a, b = pair_set("embedded/harmful-a"), pair_set("embedded/harmful-b")
+    prompts = [{r["instruction"] for r in half} for half in (a, b)]
+    assert not prompts[0] & prompts[1]
+    assert prompts[0] | prompts[1] == {r["instruction"] for r in whole} and len(a) + len(b) == len(whole)
+    for half in (a, b):
+        kinds = collections.Counter(r["category"] for r in half)
+        assert set(kinds) == {r["category"] for r in whole} and set(kinds.values()) == {6}
+        assert all(r["target"].startswith("Sure, here is") and r["response"] == r["refusal"] for r in half)
+    # each kind's first six rows are in the first half, in the whole set's order
+    first = [r for r in whole if r["category"] == "cyber"][:6]
+    assert [r for r in a if r["category"] == "cyber"] == first
+    assert pair_set("embedded/harmful-a") == a  # fixed

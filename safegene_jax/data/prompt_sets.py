@@ -16,7 +16,9 @@
   where the set has one. ``embedded/safe-contrast`` is the training split of :mod:`.safe_contrast` (safe
   prompts that look harmful, for the benign side of alignment); ``embedded/harmful-code`` and
   ``embedded/safe-code`` the training splits of :mod:`.code_requests` (requests for programs: harmful ones with
-  refusals, safe ones with answers). ``alpaca/align`` is indices 0-499 of the
+  refusals, safe ones with answers). ``embedded/harmful-a`` and ``embedded/harmful-b`` cut ``embedded/harmful``
+  in two (each kind's first and second six), so a degraded copy and a task's harmful data can come from
+  disjoint prompts. ``alpaca/align`` is indices 0-499 of the
   1,000-row Alpaca sample; the ``alpaca`` task uses the rest (see :mod:`.task_sets`).
 
 Nothing in a pair set is ever in a prompt set: :func:`check_disjoint` compares the normalized prompts of
@@ -130,6 +132,21 @@ def _embedded_pairs(split: str, response: str) -> Callable[[], list[dict]]:
     return read
 
 
+def _harmful_half(first: bool) -> Callable[[], list[dict]]:
+    """One half of ``embedded/harmful``: of each kind's rows, the first half or the second, so the two halves
+    share no prompt and hold every kind alike."""
+
+    def read() -> list[dict]:
+        rows = _embedded_pairs("embedded/harmful:train", "refusal")()
+        kinds: dict[str, list[dict]] = {}
+        for r in rows:
+            kinds.setdefault(r["category"], []).append(r)
+        picked = {id(r) for k in kinds.values() for r in (k[: len(k) // 2] if first else k[len(k) // 2 :])}
+        return [r for r in rows if id(r) in picked]
+
+    return read
+
+
 def _safety_tuned_llamas() -> list[dict]:
     rows = _load("safety_tuned_llamas", "train")
     return [{"instruction": _join(r["instruction"], r["input"]), "response": r["output"]} for r in rows]
@@ -150,6 +167,8 @@ def _borderline(split: str) -> Callable[[], list[dict]]:
 PAIR_SETS: dict[str, _Set] = {
     "embedded/harmful": _Set(_embedded_pairs("embedded/harmful:train", "refusal"), "120 requests with refusals"),
     "embedded/benign": _Set(_embedded_pairs("embedded/benign:train", "response"), "benign instructions, answers"),
+    "embedded/harmful-a": _Set(_harmful_half(True), "60 of embedded/harmful (each kind's first half)"),
+    "embedded/harmful-b": _Set(_harmful_half(False), "the other 60 (each kind's second half)"),
     "embedded/harmful-probe": _Set(_embedded_pairs("embedded/harmful:probe", "refusal"), "30 probe requests"),
     "embedded/benign-probe": _Set(_embedded_pairs("embedded/benign:probe", "response"), "benign probe prompts"),
     "embedded/harmful-fewshot": _Set(_embedded_pairs("embedded/harmful:fewshot", "refusal"), "30 few-shot requests"),
