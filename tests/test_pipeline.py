@@ -180,6 +180,18 @@ def test_changed_judge_judges_saved_answers_again(tiny_folder, tmp_path, monkeyp
     rows = (tmp_path / "run" / "eval" / "arithmetic--task.safety.jsonl").read_text().splitlines()
     assert all(json.loads(r)["degenerate"] for r in rows)
     assert [json.loads(r)["response"] for r in rows] == [json.loads(r)["response"] for r in saved.splitlines()]
+    monkeypatch.undo()
+
+    # another config's evaluations in the same folder are not this one's: a run of some of its stages writes
+    # no report that would mix them in (here every other evaluation was written with other eval options)
+    report_before = (tmp_path / "run" / "report.md").read_text()
+    other = _fixture_config(tiny_folder, tmp_path / "run", "eval.max_new_tokens=4")
+    said = []
+    part = run_pipeline(other, progress=False, echo=said.append, stages=["eval/aligned"])
+    assert [r.name for r in part.stages if r.status == "ran"] == ["eval/aligned"]
+    assert part.results == {} and (tmp_path / "run" / "report.md").read_text() == report_before
+    waiting = [line for line in said if "the report waits for every evaluation" in line]
+    assert waiting and "eval/degraded first" in waiting[0]
 
 
 def _event_tags(folder) -> set[str]:

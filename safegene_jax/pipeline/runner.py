@@ -271,6 +271,14 @@ class Run:
     def _record_path(self, name: str) -> pathlib.Path:
         return self.root / "stages" / (file_name(name) + ".json")
 
+    def is_current(self, planned: Planned) -> bool:
+        """Whether the stage's outputs exist and its record has the stage's current key (so they are this
+        config's, not those of another config that wrote the same files)."""
+        path = self._record_path(planned.name)
+        if not path.exists() or not all(o.exists() for o in planned.outputs):
+            return False
+        return json.loads(path.read_text()).get("key") == planned.key
+
     def cached(self, planned: Planned) -> dict | None:
         """The stage's record when its key is current and its outputs exist, unchanged since it wrote them
         (their fingerprint, see :func:`fingerprint`); else ``None``: a damaged output is rebuilt, not used."""
@@ -433,8 +441,10 @@ def run_pipeline(
     write_text(run.root / "config.yaml", dump_config(cfg))
     records = [run.execute(p, f"{i:2d}/{len(todo)}") for i, p in enumerate(todo, 1)]
     evals = [p for p in planned if p.name.startswith("eval/")]
-    if not all(o.exists() for p in evals for o in p.outputs):
-        echo(f"\n{len(todo)} stage(s) done; the report waits for every evaluation")
+    stale = [p.name for p in evals if not run.is_current(p)]
+    if stale:  # a missing evaluation, or one another config wrote (its record has another key)
+        waits = f"the report waits for every evaluation ({len(stale)} to run, {stale[0]} first)"
+        echo(f"\n{len(todo)} stage(s) done; {waits}")
         return PipelineResult({}, "", records, run.root)
     results, table = report(run.root, cfg, evals)
     shown = cfg.out_dir.rstrip("/") if run.mirror is not None else str(run.root)
