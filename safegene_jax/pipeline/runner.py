@@ -119,8 +119,6 @@ class Run:
         checkpoints, then saves it as a HF folder."""
         from safegene_jax.core.storage import barrier, is_writer
         from safegene_jax.models.api import with_params
-        from safegene_jax.models.hf import export_hf
-        from safegene_jax.pipeline.cards import card_for
         from safegene_jax.pipeline.metrics import scalar_writer
 
         ckpt = self.root / "ckpt" / f"{out}-{self.current.key}"  # a changed config never resumes another's run
@@ -156,14 +154,9 @@ class Run:
                 on_step=on_step if (board or self.mirror is not None) else None,
                 donate_model=True,
             )
-        # its source is its own folder (the adapter and cards record it), not the model it was trained from
-        trained = dataclasses.replace(with_params(lm, result.params), source=str(self.model_dir(out)))
         last = result.history[-1] if result.history else {}
         info = {"final_loss": last.get("loss"), "steps": result.step}
-        card = card_for(self.cfg, out, source, info)
-        export_hf(trained.model, self.model_dir(out), tokenizer=lm.tokenizer, card=card, overwrite=True)  # its own
-        self._evict(out)
-        self.memo[out] = trained
+        self._save(out, source, with_params(lm, result.params), info)
         if is_writer(ckpt):  # every process took part in the saves; one removes them
             shutil.rmtree(ckpt, ignore_errors=True)
         barrier(f"trained {out}")
@@ -172,18 +165,22 @@ class Run:
     def copy(self, out: str, source: str) -> dict:
         """Saves model ``source`` unchanged as model ``out`` (a HF folder, like a trained one)."""
         from safegene_jax.core.storage import barrier
-        from safegene_jax.models.api import with_params
+
+        info = {"steps": 0}
+        self._save(out, source, self.model(source), info)
+        barrier(f"copied {out}")
+        return info
+
+    def _save(self, out: str, source: str, lm: Any, info: dict) -> None:
+        """Writes ``lm`` as model ``out``'s HF folder with its card, and keeps it in memory as that model."""
         from safegene_jax.models.hf import export_hf
         from safegene_jax.pipeline.cards import card_for
 
-        lm = self.model(source)
-        info = {"steps": 0}
         card = card_for(self.cfg, out, source, info)
-        export_hf(lm.model, self.model_dir(out), tokenizer=lm.tokenizer, card=card, overwrite=True)
+        export_hf(lm.model, self.model_dir(out), tokenizer=lm.tokenizer, card=card, overwrite=True)  # its own
         self._evict(out)
-        self.memo[out] = dataclasses.replace(with_params(lm, lm.params), source=str(self.model_dir(out)))
-        barrier(f"copied {out}")
-        return info
+        # its source is its own folder (the adapter and cards record it), not the model it was made from
+        self.memo[out] = dataclasses.replace(lm, source=str(self.model_dir(out)))
 
     def adapter(self) -> Any:
         if "adapter" not in self.memo:
