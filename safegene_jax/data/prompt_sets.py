@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -138,11 +139,13 @@ def _harmful_half(first: bool) -> Callable[[], list[dict]]:
 
     def read() -> list[dict]:
         rows = _embedded_pairs("embedded/harmful:train", "refusal")()
-        kinds: dict[str, list[dict]] = {}
-        for r in rows:
-            kinds.setdefault(r["category"], []).append(r)
-        picked = {id(r) for k in kinds.values() for r in (k[: len(k) // 2] if first else k[len(k) // 2 :])}
-        return [r for r in rows if id(r) in picked]
+        size, seen = collections.Counter(r["category"] for r in rows), collections.Counter()
+        out = []
+        for r in rows:  # each row's place among its kind's rows decides its half
+            if (seen[r["category"]] < size[r["category"]] // 2) == first:
+                out.append(r)
+            seen[r["category"]] += 1
+        return out
 
     return read
 

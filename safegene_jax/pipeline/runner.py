@@ -268,23 +268,22 @@ class Run:
     def _record_path(self, name: str) -> pathlib.Path:
         return self.root / "stages" / (file_name(name) + ".json")
 
-    def is_current(self, planned: Planned) -> bool:
-        """Whether the stage's outputs exist and its record has the stage's current key (so they are this
-        config's, not those of another config that wrote the same files)."""
+    def current_record(self, planned: Planned) -> dict | None:
+        """The stage's record when it has the stage's current key and its outputs exist (so they are this
+        config's, not those of another config that wrote the same files); else ``None``."""
         path = self._record_path(planned.name)
         if not path.exists() or not all(o.exists() for o in planned.outputs):
-            return False
-        return json.loads(path.read_text()).get("key") == planned.key
+            return None
+        record = json.loads(path.read_text())
+        return record if record.get("key") == planned.key else None
 
     def cached(self, planned: Planned) -> dict | None:
         """The stage's record when its key is current and its outputs exist, unchanged since it wrote them
         (their fingerprint, see :func:`fingerprint`); else ``None``: a damaged output is rebuilt, not used."""
+        record = self.current_record(planned)
+        if record is None:
+            return None
         path = self._record_path(planned.name)
-        if not path.exists():
-            return None
-        record = json.loads(path.read_text())
-        if record.get("key") != planned.key or not all(p.exists() for p in planned.outputs):
-            return None
         found = fingerprint(planned.outputs)
         if "outputs" not in record:  # a record of an older version: its outputs are trusted once
             write_json(path, {**record, "outputs": found})
@@ -438,7 +437,7 @@ def run_pipeline(
     write_text(run.root / "config.yaml", dump_config(cfg))
     records = [run.execute(p, f"{i:2d}/{len(todo)}") for i, p in enumerate(todo, 1)]
     evals = [p for p in planned if p.name.startswith("eval/")]
-    stale = [p.name for p in evals if not run.is_current(p)]
+    stale = [p.name for p in evals if run.current_record(p) is None]
     if stale:  # a missing evaluation, or one another config wrote (its record has another key)
         waits = f"the report waits for every evaluation ({len(stale)} to run, {stale[0]} first)"
         echo(f"\n{len(todo)} stage(s) done; {waits}")
